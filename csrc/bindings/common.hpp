@@ -1,0 +1,55 @@
+// Glue shared by the binding files: str/bytes -> UTF-8 views, std::vector -> numpy without a copy.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string_view>
+#include <vector>
+
+namespace ragcore_py {
+namespace py = pybind11;
+
+/// View the UTF-8 bytes of a str (or the raw bytes of a bytes object). A str with lone surrogates
+/// is encoded with "surrogatepass" (its surrogates then act as invalid bytes, i.e. separators);
+/// that temporary is kept alive in `hold`. Returns false when obj is neither str nor bytes.
+inline bool utf8_view(PyObject* o, std::string_view& out, std::vector<py::object>& hold) {
+  if (PyUnicode_Check(o)) {
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(o, &n);
+    if (p) {
+      out = std::string_view(p, static_cast<size_t>(n));
+      return true;
+    }
+    PyErr_Clear();
+    PyObject* b = PyUnicode_AsEncodedString(o, "utf-8", "surrogatepass");
+    if (!b) throw py::error_already_set();
+    hold.push_back(py::reinterpret_steal<py::object>(b));
+    out = std::string_view(PyBytes_AS_STRING(b), static_cast<size_t>(PyBytes_GET_SIZE(b)));
+    return true;
+  }
+  if (PyBytes_Check(o)) {
+    out = std::string_view(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)));
+    return true;
+  }
+  return false;
+}
+
+inline py::str to_str(std::string_view s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogatepass");
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+/// Hand a vector's buffer to numpy (1-d), no copy.
+template <class T, class Out = T>
+py::array_t<Out> to_numpy(std::vector<T>&& v) {
+  static_assert(sizeof(T) == sizeof(Out), "same element size");
+  auto* p = new std::vector<T>(std::move(v));
+  py::capsule owner(p, [](void* x) { delete static_cast<std::vector<T>*>(x); });
+  return py::array_t<Out>({static_cast<py::ssize_t>(p->size())}, {static_cast<py::ssize_t>(sizeof(T))},
+                          reinterpret_cast<const Out*>(p->data()), owner);
+}
+
+inline std::string type_name(PyObject* o) { return Py_TYPE(o)->tp_name; }
+
+}  // namespace ragcore_py

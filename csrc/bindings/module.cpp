@@ -1,0 +1,41 @@
+// The private extension ragcore._core: exception translation and the binding files.
+#include <pybind11/pybind11.h>
+
+#include <thread>
+
+#include "ragcore/common.hpp"
+
+namespace py = pybind11;
+
+namespace ragcore_py {
+void bind_analysis(py::module_& m);
+void bind_sparse(py::module_& m);
+}  // namespace ragcore_py
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "ragcore native core (private: use the ragcore package)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ragcore::type_error& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const ragcore::value_error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const ragcore::index_error& e) {
+      PyErr_SetString(PyExc_IndexError, e.what());
+    } catch (const ragcore::internal_error& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+  });
+  ragcore_py::bind_analysis(m);
+  ragcore_py::bind_sparse(m);
+#ifdef RAGCORE_HAS_CUDA
+  m.attr("built_with_cuda") = true;
+#else
+  m.attr("built_with_cuda") = false;
+#endif
+  m.def("hardware_threads", []() {
+    const unsigned h = std::thread::hardware_concurrency();
+    return h ? static_cast<int>(h) : 1;
+  });
+}

@@ -1,0 +1,299 @@
+// Bindings of the sparse index: builder (streamed batches) and searchable index. Glue and
+// validation only; the GIL is released around every kernel.
+#include <pybind11/stl.h>
+
+#include "common.hpp"
+#include "ragcore/sparse.hpp"
+
+namespace ragcore_py {
+using namespace ragcore;
+
+namespace {
+
+ScoringParams make_params(const std::string& method, double k1, double b, double delta, bool sublinear_tf,
+                          bool smooth_idf) {
+  ScoringParams p;
+  p.scorer = scorer_from_name(method);
+  p.k1 = k1;
+  p.b = b;
+  p.delta = delta;
+  p.sublinear_tf = sublinear_tf;
+  p.smooth_idf = smooth_idf;
+  return p;
+}
+
+std::vector<std::string_view> str_list(const py::sequence& seq, std::vector<py::object>& hold, const char* what) {
+  std::vector<std::string_view> out(py::len(seq));
+  for (size_t i = 0; i < out.size(); ++i) {
+    PyObject* o = PySequence_Fast_GET_ITEM(seq.ptr(), i);
+    RAGCORE_CHECK_TYPE(utf8_view(o, out[i], hold),
+                       what << " " << i << " is " << type_name(o) << ", expected str");
+  }
+  return out;
+}
+
+// A list or tuple, as a "fast" sequence.
+py::sequence fast_seq(py::handle h, const char* what) {
+  RAGCORE_CHECK_TYPE(PyList_Check(h.ptr()) || PyTuple_Check(h.ptr()),
+                     what << " must be a list, got " << type_name(h.ptr()));
+  return py::reinterpret_borrow<py::sequence>(h);
+}
+
+const uint8_t* mask_ptr(const py::object& mask, size_t n_docs, py::array& keep) {
+  if (mask.is_none()) return nullptr;
+  keep = py::array::ensure(mask);
+  RAGCORE_CHECK_TYPE(keep && keep.itemsize() == 1 && (keep.dtype().kind() == 'b' || keep.dtype().kind() == 'u'),
+                     "filter mask must be a bool or uint8 array");
+  RAGCORE_CHECK(keep.ndim() == 1 && static_cast<size_t>(keep.shape(0)) == n_docs,
+                "filter mask must have shape (" << n_docs << ",), got ndim " << keep.ndim()
+                                                << (keep.ndim() ? " and length " + std::to_string(keep.shape(0)) : ""));
+  RAGCORE_CHECK(keep.flags() & py::array::c_style, "filter mask must be C-contiguous");
+  return static_cast<const uint8_t*>(keep.data());
+}
+
+template <class T>
+const T* array_ptr(const py::dict& arrays, const char* name, size_t expected, py::list& keep) {
+  RAGCORE_CHECK(arrays.contains(name), "index array '" << name << "' is missing");
+  py::array a = arrays[name];
+  const bool dtype_ok = a.itemsize() == sizeof(T) && py::dtype::of<T>().kind() == a.dtype().kind();
+  RAGCORE_CHECK_TYPE(dtype_ok,
+                     "index array '" << name << "' has dtype " << std::string(py::str(a.dtype())) << ", expected "
+                                     << std::string(py::str(py::dtype::of<T>())));
+  RAGCORE_CHECK(a.ndim() == 1 && (a.flags() & py::array::c_style),
+                "index array '" << name << "' must be 1-d and contiguous");
+  RAGCORE_CHECK(expected == SIZE_MAX || static_cast<size_t>(a.shape(0)) == expected,
+                "index array '" << name << "' has " << a.shape(0) << " elements, expected " << expected);
+  keep.append(a);
+  return static_cast<const T*>(a.data());
+}
+
+py::tuple run_search(const SparseIndex& idx, const SparseIndex::Queries& q, size_t k, const uint8_t* mask,
+                     int threads) {
+  const size_t nq = q.offsets.size() - 1;
+  py::array_t<int64_t> indices({nq, k});
+  py::array_t<float> scores({nq, k});
+  int64_t* ip = indices.mutable_data();
+  float* sp = scores.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    idx.search(q, k, mask, threads, ip, sp);
+  }
+  return py::make_tuple(indices, scores);
+}
+
+}  // namespace
+
+void bind_sparse(py::module_& m) {
+  py::class_<SparseBuilder>(m, "SparseBuilder")
+      .def(py::init([](std::shared_ptr<Analyzer> a, bool stemming) {
+             return std::make_unique<SparseBuilder>(std::move(a), stemming);
+           }),
+           py::arg("analyzer"), py::arg("stemming"))
+      .def(
+          "add_batch",
+          [](SparseBuilder& b, py::handle batch, size_t offset, int threads) {
+            py::sequence seq = fast_seq(batch, "batch");
+            const size_t n = py::len(seq);
+            std::vector<DocInput> docs(n);
+            std::vector<py::object> hold;
+            for (size_t i = 0; i < n; ++i) {
+              PyObject* o = PySequence_Fast_GET_ITEM(seq.ptr(), i);
+              if (utf8_view(o, docs[i].text, hold)) continue;
+              RAGCORE_CHECK_TYPE(PyList_Check(o) || PyTuple_Check(o),
+                                 "document " << offset + i << " is " << type_name(o)
+                                             << ", expected str or a list of str tokens");
+              py::sequence toks = py::reinterpret_borrow<py::sequence>(o);
+              docs[i].pretokenized = true;
+              docs[i].tokens.resize(py::len(toks));
+              for (size_t j = 0; j < docs[i].tokens.size(); ++j) {
+                PyObject* t = PySequence_Fast_GET_ITEM(toks.ptr(), j);
+                RAGCORE_CHECK_TYPE(PyUnicode_Check(t) && utf8_view(t, docs[i].tokens[j], hold),
+                                   "token " << j << " of document " << offset + i << " is " << type_name(t)
+                                            << ", expected str");
+              }
+            }
+            py::gil_scoped_release nogil;
+            b.add_batch(docs, threads);
+          },
+          py::arg("batch"), py::arg("offset"), py::arg("threads"))
+      .def("pending_words",
+           [](const SparseBuilder& b) {
+             auto w = b.pending_words();
+             py::list out(w.size());
+             for (size_t i = 0; i < w.size(); ++i) out[i] = to_str(w[i]);
+             return out;
+           })
+      .def("resolve_pending",
+           [](SparseBuilder& b, py::handle stems) {
+             std::vector<py::object> hold;
+             auto v = str_list(fast_seq(stems, "stems"), hold, "stem");
+             b.resolve_pending(v);
+           })
+      .def("commit_batch",
+           [](SparseBuilder& b, int threads) {
+             py::gil_scoped_release nogil;
+             b.commit_batch(threads);
+           })
+      .def_property_readonly("n_docs", &SparseBuilder::n_docs)
+      .def(
+          "finish",
+          [](SparseBuilder& b, const std::string& method, double k1, double bb, double delta, bool sublinear_tf,
+             bool smooth_idf, int threads) {
+            ScoringParams p = make_params(method, k1, bb, delta, sublinear_tf, smooth_idf);
+            SparseArrays a;
+            {
+              py::gil_scoped_release nogil;
+              a = b.finish(p, threads);
+            }
+            py::dict d;
+            d["term_offsets"] = to_numpy(std::move(a.term_offsets));
+            d["post_docs"] = to_numpy(std::move(a.post_docs));
+            d["post_weights"] = to_numpy(std::move(a.post_weights));
+            d["term_idf"] = to_numpy(std::move(a.term_idf));
+            d["term_const"] = to_numpy(std::move(a.term_const));
+            d["doc_len"] = to_numpy(std::move(a.doc_len));
+            d["term_data"] = to_numpy<char, uint8_t>(std::move(a.term_data));
+            d["term_str_offsets"] = to_numpy(std::move(a.term_str_offsets));
+            d["surface_data"] = to_numpy<char, uint8_t>(std::move(a.surface_data));
+            d["surface_offsets"] = to_numpy(std::move(a.surface_offsets));
+            d["surface_term"] = to_numpy(std::move(a.surface_term));
+            return d;
+          },
+          py::arg("method"), py::arg("k1"), py::arg("b"), py::arg("delta"), py::arg("sublinear_tf"),
+          py::arg("smooth_idf"), py::arg("threads"));
+
+  py::class_<SparseIndex, std::shared_ptr<SparseIndex>>(m, "SparseIndex")
+      .def(py::init([](const py::dict& arrays, const std::string& method, double k1, double b, double delta,
+                       bool sublinear_tf, bool smooth_idf, std::shared_ptr<Analyzer> analyzer, bool stemming) {
+             ScoringParams p = make_params(method, k1, b, delta, sublinear_tf, smooth_idf);
+             py::list keep;
+             SparseIndex::View v;
+             const int64_t* toff = array_ptr<int64_t>(arrays, "term_offsets", SIZE_MAX, keep);
+             const size_t n_terms = py::len(keep[0]) - 1;
+             RAGCORE_CHECK(py::len(keep[0]) >= 1, "index array 'term_offsets' is empty");
+             v.n_terms = n_terms;
+             v.term_offsets = toff;
+             const size_t P = static_cast<size_t>(toff[n_terms]);
+             v.post_docs = array_ptr<uint32_t>(arrays, "post_docs", P, keep);
+             v.post_weights = array_ptr<float>(arrays, "post_weights", P, keep);
+             v.term_idf = array_ptr<float>(arrays, "term_idf", n_terms, keep);
+             v.term_const = array_ptr<float>(arrays, "term_const", n_terms, keep);
+             array_ptr<uint32_t>(arrays, "doc_len", SIZE_MAX, keep);
+             v.n_docs = py::len(keep[keep.size() - 1]);
+             const int64_t* tso = array_ptr<int64_t>(arrays, "term_str_offsets", n_terms + 1, keep);
+             const size_t tbytes = static_cast<size_t>(tso[n_terms]);
+             const uint8_t* tdata = array_ptr<uint8_t>(arrays, "term_data", tbytes, keep);
+             const int64_t* soff = array_ptr<int64_t>(arrays, "surface_offsets", SIZE_MAX, keep);
+             const size_t n_surface = py::len(keep[keep.size() - 1]) - 1;
+             const uint8_t* sdata =
+                 array_ptr<uint8_t>(arrays, "surface_data", static_cast<size_t>(soff[n_surface]), keep);
+             const int32_t* sterm = array_ptr<int32_t>(arrays, "surface_term", n_surface, keep);
+             for (size_t t = 0; t < n_terms; ++t)
+               RAGCORE_CHECK(tso[t] <= tso[t + 1], "corrupt index: term string offsets decrease");
+             for (size_t s = 0; s < n_surface; ++s)
+               RAGCORE_CHECK(soff[s] <= soff[s + 1], "corrupt index: surface offsets decrease");
+             // keep the arrays alive as long as the index; released with the GIL held
+             auto* holder = new py::object(keep);
+             std::shared_ptr<void> keepalive(holder, [](void* x) {
+               py::gil_scoped_acquire gil;
+               delete static_cast<py::object*>(x);
+             });
+             std::shared_ptr<SparseIndex> idx;
+             {
+               py::gil_scoped_release nogil;
+               idx = std::make_shared<SparseIndex>(v, p, std::move(analyzer), reinterpret_cast<const char*>(tdata),
+                                                   tso, reinterpret_cast<const char*>(sdata), soff, sterm,
+                                                   n_surface, stemming, keepalive);
+             }
+             return idx;
+           }),
+           py::arg("arrays"), py::arg("method"), py::arg("k1"), py::arg("b"), py::arg("delta"),
+           py::arg("sublinear_tf"), py::arg("smooth_idf"), py::arg("analyzer"), py::arg("stemming"))
+      .def_property_readonly("n_docs", &SparseIndex::n_docs)
+      .def_property_readonly("n_terms", &SparseIndex::n_terms)
+      .def(
+          "search_text",
+          [](const SparseIndex& idx, py::handle queries, size_t k, const py::object& mask, int threads) -> py::object {
+            std::vector<py::object> hold;
+            auto texts = str_list(fast_seq(queries, "queries"), hold, "query");
+            py::array keep;
+            const uint8_t* mp = mask_ptr(mask, idx.n_docs(), keep);
+            SparseIndex::Queries q;
+            std::vector<std::string> missing;
+            {
+              py::gil_scoped_release nogil;
+              missing = idx.prepare_text(texts, q, threads);
+            }
+            if (!missing.empty()) {
+              py::list out(missing.size());
+              for (size_t i = 0; i < missing.size(); ++i) out[i] = to_str(missing[i]);
+              return std::move(out);
+            }
+            return run_search(idx, q, k, mp, threads);
+          },
+          py::arg("queries"), py::arg("k"), py::arg("mask"), py::arg("threads"),
+          "Top-k of text queries -> (indices, scores); or, for a stemming index, the list of words to stem "
+          "first (add_surface_words) when some are new.")
+      .def(
+          "search_tokens",
+          [](const SparseIndex& idx, py::handle queries, size_t k, const py::object& mask, int threads) {
+            std::vector<py::object> hold;
+            py::sequence seq = fast_seq(queries, "queries");
+            std::vector<std::vector<std::string_view>> qs(py::len(seq));
+            for (size_t i = 0; i < qs.size(); ++i) {
+              PyObject* o = PySequence_Fast_GET_ITEM(seq.ptr(), i);
+              RAGCORE_CHECK_TYPE(PyList_Check(o) || PyTuple_Check(o),
+                                 "query " << i << " is " << type_name(o) << ", expected a list of str tokens");
+              qs[i] = str_list(py::reinterpret_borrow<py::sequence>(o), hold, "token");
+            }
+            py::array keep;
+            const uint8_t* mp = mask_ptr(mask, idx.n_docs(), keep);
+            SparseIndex::Queries q;
+            idx.prepare_tokens(qs, q);
+            return run_search(idx, q, k, mp, threads);
+          },
+          py::arg("queries"), py::arg("k"), py::arg("mask"), py::arg("threads"))
+      .def(
+          "scores_text",
+          [](const SparseIndex& idx, py::handle text) -> py::object {
+            std::vector<py::object> hold;
+            std::string_view v;
+            RAGCORE_CHECK_TYPE(utf8_view(text.ptr(), v, hold), "query must be str, got " << type_name(text.ptr()));
+            SparseIndex::Queries q;
+            auto missing = idx.prepare_text({v}, q, 1);
+            if (!missing.empty()) {
+              py::list out(missing.size());
+              for (size_t i = 0; i < missing.size(); ++i) out[i] = to_str(missing[i]);
+              return std::move(out);
+            }
+            py::array_t<float> out(idx.n_docs());
+            idx.dense_scores(q, out.mutable_data());
+            return std::move(out);
+          },
+          py::arg("text"), "Scores of every document for one text query (or the words to stem first).")
+      .def(
+          "scores_tokens",
+          [](const SparseIndex& idx, py::handle tokens) {
+            std::vector<py::object> hold;
+            auto toks = str_list(fast_seq(tokens, "query"), hold, "token");
+            SparseIndex::Queries q;
+            idx.prepare_tokens({toks}, q);
+            py::array_t<float> out(idx.n_docs());
+            idx.dense_scores(q, out.mutable_data());
+            return out;
+          },
+          py::arg("tokens"))
+      .def("add_surface_words",
+           [](SparseIndex& idx, py::handle words, py::handle stems) {
+             std::vector<py::object> hold;
+             auto w = str_list(fast_seq(words, "words"), hold, "word");
+             auto s = str_list(fast_seq(stems, "stems"), hold, "stem");
+             idx.add_surface_words(w, s);
+           })
+      .def("term", [](const SparseIndex& idx, size_t t) {
+        RAGCORE_CHECK_INDEX(t < idx.n_terms(), "term id " << t << " out of range [0, " << idx.n_terms() << ")");
+        return to_str(idx.term(t));
+      });
+}
+
+}  // namespace ragcore_py

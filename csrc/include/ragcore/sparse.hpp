@@ -1,0 +1,165 @@
+// Sparse retrieval: an inverted index of precomputed impacts (BM25 variants, TF-IDF), built from
+// analysed or pre-tokenized documents, searched by exhaustive term-at-a-time accumulation and the
+// shared top-k selector.
+//
+// Stemming is applied by the caller (Python, PyStemmer) once per distinct *surface word*: when an
+// index stems, the builder maps every analysed word to a surface id, hands the new surface words
+// out (pending_words), and takes their stems back (resolve_pending) before postings are built.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ragcore/analyzer.hpp"
+#include "ragcore/string_map.hpp"
+
+namespace ragcore {
+
+enum class Scorer : int { robertson = 0, lucene = 1, atire = 2, bm25l = 3, bm25plus = 4, tfidf = 5 };
+
+struct ScoringParams {
+  Scorer scorer = Scorer::lucene;
+  double k1 = 1.5, b = 0.75, delta = 0.5;  ///< BM25 family
+  bool sublinear_tf = false, smooth_idf = true;  ///< TF-IDF
+};
+
+/// One document of a batch: analysed text (UTF-8 bytes) or a list of tokens taken as-is.
+struct DocInput {
+  std::string_view text;
+  std::vector<std::string_view> tokens;
+  bool pretokenized = false;
+};
+
+/// The arrays an index is made of (owned; they become numpy arrays in the bindings).
+struct SparseArrays {
+  std::vector<int64_t> term_offsets;  ///< (n_terms + 1,) postings of term t: [off[t], off[t+1])
+  std::vector<uint32_t> post_docs;    ///< (n_postings,) ascending doc index within a term
+  std::vector<float> post_weights;    ///< (n_postings,) impact of the term in the document
+  std::vector<float> term_idf;        ///< (n_terms,) idf (query weighting of TF-IDF)
+  std::vector<float> term_const;      ///< (n_terms,) score every document gets from the term (bm25l, bm25+)
+  std::vector<uint32_t> doc_len;      ///< (n_docs,) analysed tokens per document
+  std::vector<char> term_data;        ///< term strings, arena
+  std::vector<int64_t> term_str_offsets;     ///< (n_terms + 1,)
+  std::vector<char> surface_data;            ///< surface words (stemming indexes only), arena
+  std::vector<int64_t> surface_offsets;      ///< (n_surface + 1,)
+  std::vector<int32_t> surface_term;         ///< (n_surface,) term id of each surface word, -1 none
+};
+
+class SparseBuilder {
+ public:
+  SparseBuilder(std::shared_ptr<const Analyzer> analyzer, bool stemming);
+
+  /// Analyse a batch (parallel over documents). With stemming, new surface words become pending.
+  void add_batch(const std::vector<DocInput>& docs, int n_threads);
+  /// Surface words seen for the first time since the last resolve_pending (stemming only).
+  std::vector<std::string_view> pending_words() const;
+  /// Stems of pending_words(), in order (an empty stem drops the word).
+  void resolve_pending(const std::vector<std::string_view>& stems);
+  /// Turn the batch into per-document term frequencies (needs pending words resolved).
+  void commit_batch(int n_threads);
+
+  size_t n_docs() const { return doc_len_.size(); }
+  /// Build the postings and impacts. The builder is consumed.
+  SparseArrays finish(const ScoringParams& params, int n_threads);
+
+ private:
+  std::shared_ptr<const Analyzer> analyzer_;
+  bool stemming_;
+  StringMap surface_, terms_;
+  std::vector<int32_t> surface_term_;
+  size_t resolved_ = 0;  // surface ids below this have a term
+  // the batch in flight: per document, a list of ids (surface ids for analysed text with stemming,
+  // term ids otherwise) with a flag per document saying which
+  std::vector<uint64_t> batch_offsets_;
+  std::vector<int32_t> batch_ids_;
+  std::vector<uint8_t> batch_is_surface_;
+  // committed forward index
+  std::vector<uint64_t> fwd_offsets_{0};
+  std::vector<uint32_t> fwd_terms_, fwd_tf_;
+  std::vector<uint32_t> doc_len_;
+};
+
+/// Read-only view of an index's arrays (from a builder or mmapped from disk) plus its vocabulary.
+class SparseIndex {
+ public:
+  struct View {
+    size_t n_docs = 0, n_terms = 0;
+    const int64_t* term_offsets = nullptr;
+    const uint32_t* post_docs = nullptr;
+    const float* post_weights = nullptr;
+    const float* term_idf = nullptr;
+    const float* term_const = nullptr;
+  };
+
+  SparseIndex(View view, ScoringParams params, std::shared_ptr<const Analyzer> analyzer,
+              const char* term_data, const int64_t* term_offsets, const char* surface_data,
+              const int64_t* surface_offsets, const int32_t* surface_term, size_t n_surface,
+              bool stemming, std::shared_ptr<void> keepalive);
+
+  size_t n_docs() const { return v_.n_docs; }
+  size_t n_terms() const { return v_.n_terms; }
+  bool stemming() const { return stemming_; }
+  const ScoringParams& params() const { return params_; }
+  const Analyzer& analyzer() const { return *analyzer_; }
+
+  /// Queries as term ids with weights, duplicates merged: CSR by query.
+  struct Queries {
+    std::vector<int64_t> offsets{0};
+    std::vector<int32_t> terms;
+    std::vector<float> weights;
+    std::vector<float> constants;  ///< per query: added to the score of every matching document
+  };
+
+  /// Analyse text queries into `out`. With stemming, words neither in the vocabulary nor in the
+  /// query cache are returned (unique) and `out` is left incomplete: stem them, add_surface_words, retry.
+  std::vector<std::string> prepare_text(const std::vector<std::string_view>& texts, Queries& out,
+                                        int n_threads) const;
+  /// Pre-tokenized queries: tokens are looked up as terms, as-is.
+  void prepare_tokens(const std::vector<std::vector<std::string_view>>& queries, Queries& out) const;
+  /// Remember the stems of query words (stemming indexes); bounded cache.
+  void add_surface_words(const std::vector<std::string_view>& words, const std::vector<std::string_view>& stems);
+
+  /// Top-k for every query: indices (n_queries, k) and scores (n_queries, k), row-major, best first,
+  /// -1 / -inf padding. mask: (n_docs,) bytes, nonzero = allowed, or nullptr.
+  void search(const Queries& q, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
+              float* scores) const;
+
+  /// Score of every document for query 0 of q: out (n_docs,), documents without any query term
+  /// get the query's constant (non-zero for bm25l / bm25+ only).
+  void dense_scores(const Queries& q, float* out) const;
+
+  std::string_view term(size_t id) const { return terms_.key(id); }
+
+ private:
+  void finish_query(std::vector<std::pair<int32_t, float>>& toks, Queries& out) const;
+  struct Scratch {
+    std::vector<float> acc;
+    std::vector<uint64_t> seen;
+    std::vector<uint32_t> touched;
+  };
+  std::unique_ptr<Scratch> acquire() const;
+  void release(std::unique_ptr<Scratch> s) const;
+
+  View v_;
+  ScoringParams params_;
+  std::shared_ptr<const Analyzer> analyzer_;
+  StringMap terms_, surface_;
+  std::vector<int32_t> surface_term_;
+  bool stemming_;
+  // query-word cache (stemming): words seen only in queries
+  mutable std::shared_mutex cache_mutex_;
+  StringMap qcache_;
+  std::vector<int32_t> qcache_term_;
+  std::shared_ptr<void> keepalive_;
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<Scratch>> pool_;
+};
+
+/// Name <-> enum for scorers ("robertson", "lucene", "atire", "bm25l", "bm25+", "tfidf").
+Scorer scorer_from_name(const std::string& name);
+
+}  // namespace ragcore

@@ -1,0 +1,482 @@
+// Sparse index construction and search. Formulas of the BM25 family follow bm25s (Lù 2024,
+// "BM25S: Orders of magnitude faster lexical search via eager sparse scoring"), which names them
+// after Robertson et al. (1994), Lucene (exact document lengths), ATIRE (Trotman et al. 2014),
+// BM25L (Lv & Zhai 2011) and BM25+ (Lv & Zhai 2011). TF-IDF follows scikit-learn's TfidfVectorizer.
+#include "ragcore/sparse.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ragcore/parallel.hpp"
+#include "ragcore/topk.hpp"
+
+namespace ragcore {
+
+Scorer scorer_from_name(const std::string& name) {
+  if (name == "robertson") return Scorer::robertson;
+  if (name == "lucene") return Scorer::lucene;
+  if (name == "atire") return Scorer::atire;
+  if (name == "bm25l") return Scorer::bm25l;
+  if (name == "bm25+" || name == "bm25plus") return Scorer::bm25plus;
+  if (name == "tfidf") return Scorer::tfidf;
+  RAGCORE_THROW_(value_error, "unknown scoring method '" << name
+                                  << "'; expected one of robertson, lucene, atire, bm25l, bm25+");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builder
+
+SparseBuilder::SparseBuilder(std::shared_ptr<const Analyzer> analyzer, bool stemming)
+    : analyzer_(std::move(analyzer)), stemming_(stemming) {
+  RAGCORE_ASSERT(analyzer_);
+}
+
+namespace {
+struct ChunkTokens {
+  std::string arena;
+  std::vector<uint32_t> lens;      // per token
+  std::vector<uint32_t> doc_ntok;  // per document of the chunk
+};
+constexpr size_t kDocChunk = 256;
+}  // namespace
+
+void SparseBuilder::add_batch(const std::vector<DocInput>& docs, int n_threads) {
+  RAGCORE_ASSERT(batch_offsets_.empty());
+  const size_t n = docs.size();
+  const size_t n_chunks = (n + kDocChunk - 1) / kDocChunk;
+  std::vector<ChunkTokens> chunks(n_chunks);
+  // 1. analyse in parallel (analysed text only; pre-tokenized documents are taken as-is)
+  parallel_for(n_chunks, n_threads, 1, [&](int, size_t cb, size_t ce) {
+    std::string buf;
+    for (size_t c = cb; c < ce; ++c) {
+      ChunkTokens& ct = chunks[c];
+      const size_t db = c * kDocChunk, de = std::min(n, db + kDocChunk);
+      for (size_t d = db; d < de; ++d) {
+        if (docs[d].pretokenized) {
+          ct.doc_ntok.push_back(0);
+          continue;
+        }
+        uint32_t count = 0;
+        analyzer_->tokenize(docs[d].text.data(), docs[d].text.size(), buf, [&](std::string_view tok) {
+          ct.arena.append(tok.data(), tok.size());
+          ct.lens.push_back(static_cast<uint32_t>(tok.size()));
+          ++count;
+        });
+        ct.doc_ntok.push_back(count);
+      }
+    }
+  });
+  // 2. map tokens to ids serially, in document order (ids do not depend on the thread count)
+  batch_offsets_.assign(1, 0);
+  batch_ids_.clear();
+  batch_is_surface_.assign(n, 0);
+  for (size_t c = 0; c < n_chunks; ++c) {
+    const ChunkTokens& ct = chunks[c];
+    size_t pos = 0, tok = 0;
+    const size_t db = c * kDocChunk;
+    for (size_t j = 0; j < ct.doc_ntok.size(); ++j) {
+      const DocInput& doc = docs[db + j];
+      if (doc.pretokenized) {
+        for (std::string_view t : doc.tokens) batch_ids_.push_back(static_cast<int32_t>(terms_.insert(t).first));
+      } else {
+        StringMap& map = stemming_ ? surface_ : terms_;
+        batch_is_surface_[db + j] = stemming_ ? 1 : 0;
+        for (uint32_t m = 0; m < ct.doc_ntok[j]; ++m, ++tok) {
+          const uint32_t len = ct.lens[tok];
+          batch_ids_.push_back(static_cast<int32_t>(map.insert(std::string_view(ct.arena.data() + pos, len)).first));
+          pos += len;
+        }
+      }
+      batch_offsets_.push_back(batch_ids_.size());
+    }
+  }
+}
+
+std::vector<std::string_view> SparseBuilder::pending_words() const {
+  std::vector<std::string_view> out;
+  for (size_t i = resolved_; i < surface_.size(); ++i) out.push_back(surface_.key(i));
+  return out;
+}
+
+void SparseBuilder::resolve_pending(const std::vector<std::string_view>& stems) {
+  RAGCORE_CHECK(stems.size() == surface_.size() - resolved_,
+                "stemmer returned " << stems.size() << " stems for " << surface_.size() - resolved_ << " words");
+  for (std::string_view s : stems) surface_term_.push_back(s.empty() ? -1 : static_cast<int32_t>(terms_.insert(s).first));
+  resolved_ = surface_.size();
+}
+
+void SparseBuilder::commit_batch(int n_threads) {
+  RAGCORE_CHECK(!stemming_ || resolved_ == surface_.size(), "pending words must be resolved before commit");
+  const size_t n = batch_offsets_.empty() ? 0 : batch_offsets_.size() - 1;
+  const size_t n_chunks = (n + kDocChunk - 1) / kDocChunk;
+  struct Out {
+    std::vector<uint32_t> terms, tf, len, ndist;
+  };
+  std::vector<Out> outs(n_chunks);
+  parallel_for(n_chunks, n_threads, 1, [&](int, size_t cb, size_t ce) {
+    std::vector<uint32_t> ids;
+    for (size_t c = cb; c < ce; ++c) {
+      Out& o = outs[c];
+      const size_t db = c * kDocChunk, de = std::min(n, db + kDocChunk);
+      for (size_t d = db; d < de; ++d) {
+        ids.clear();
+        for (uint64_t p = batch_offsets_[d]; p < batch_offsets_[d + 1]; ++p) {
+          const int32_t id = batch_ids_[p];
+          const int32_t t = batch_is_surface_[d] ? surface_term_[id] : id;
+          if (t >= 0) ids.push_back(static_cast<uint32_t>(t));
+        }
+        std::sort(ids.begin(), ids.end());
+        uint32_t distinct = 0;
+        for (size_t i = 0; i < ids.size();) {
+          size_t j = i + 1;
+          while (j < ids.size() && ids[j] == ids[i]) ++j;
+          o.terms.push_back(ids[i]);
+          o.tf.push_back(static_cast<uint32_t>(j - i));
+          ++distinct;
+          i = j;
+        }
+        o.len.push_back(static_cast<uint32_t>(ids.size()));
+        o.ndist.push_back(distinct);
+      }
+    }
+  });
+  for (Out& o : outs) {
+    fwd_terms_.insert(fwd_terms_.end(), o.terms.begin(), o.terms.end());
+    fwd_tf_.insert(fwd_tf_.end(), o.tf.begin(), o.tf.end());
+    doc_len_.insert(doc_len_.end(), o.len.begin(), o.len.end());
+    for (uint32_t nd : o.ndist) fwd_offsets_.push_back(fwd_offsets_.back() + nd);
+  }
+  RAGCORE_CHECK(doc_len_.size() < static_cast<size_t>(UINT32_MAX), "more than 2^32-1 documents");
+  batch_offsets_.clear();
+  batch_ids_.clear();
+  batch_is_surface_.clear();
+}
+
+namespace {
+struct Bm25Math {
+  ScoringParams p;
+  double n_docs, avgdl;
+  double idf(double df) const {
+    switch (p.scorer) {
+      case Scorer::robertson: return std::log(std::max(1.0, (n_docs - df + 0.5) / (df + 0.5)));
+      case Scorer::lucene: return std::log(1.0 + (n_docs - df + 0.5) / (df + 0.5));
+      case Scorer::atire: return std::log(n_docs / df);
+      case Scorer::bm25l: return std::log((n_docs + 1.0) / (df + 0.5));
+      case Scorer::bm25plus: return std::log((n_docs + 1.0) / df);
+      case Scorer::tfidf:
+        return p.smooth_idf ? std::log((1.0 + n_docs) / (1.0 + df)) + 1.0 : std::log(n_docs / df) + 1.0;
+    }
+    return 0.0;
+  }
+  // term-frequency component of the BM25 family
+  double tfc(double tf, double dl) const {
+    const double norm = 1.0 - p.b + p.b * dl / avgdl;
+    switch (p.scorer) {
+      case Scorer::robertson:
+      case Scorer::lucene: return tf / (p.k1 * norm + tf);
+      case Scorer::atire: return tf * (p.k1 + 1.0) / (tf + p.k1 * norm);
+      case Scorer::bm25l: {
+        const double c = tf / norm;
+        return (p.k1 + 1.0) * (c + p.delta) / (p.k1 + c + p.delta);
+      }
+      case Scorer::bm25plus: return (p.k1 + 1.0) * tf / (p.k1 * norm + tf) + p.delta;
+      case Scorer::tfidf: return p.sublinear_tf ? 1.0 + std::log(tf) : tf;
+    }
+    return 0.0;
+  }
+  // what a document without the term gets from it (bm25l, bm25+; 0 otherwise)
+  double nonoccurrence(double idf_t) const {
+    if (p.scorer == Scorer::bm25l) return idf_t * (p.k1 + 1.0) * p.delta / (p.k1 + p.delta);
+    if (p.scorer == Scorer::bm25plus) return idf_t * p.delta;
+    return 0.0;
+  }
+};
+}  // namespace
+
+SparseArrays SparseBuilder::finish(const ScoringParams& params, int n_threads) {
+  RAGCORE_ASSERT(batch_offsets_.empty());
+  SparseArrays a;
+  const size_t N = doc_len_.size(), T = terms_.size();
+  // document frequencies -> offsets
+  a.term_offsets.assign(T + 1, 0);
+  for (uint32_t t : fwd_terms_) ++a.term_offsets[t + 1];
+  for (size_t t = 0; t < T; ++t) a.term_offsets[t + 1] += a.term_offsets[t];
+  const size_t P = fwd_terms_.size();
+  a.post_docs.resize(P);
+  std::vector<uint32_t> post_tf(P);
+  {
+    std::vector<int64_t> cursor(a.term_offsets.begin(), a.term_offsets.end() - 1);
+    for (size_t d = 0; d < N; ++d) {
+      for (uint64_t p = fwd_offsets_[d]; p < fwd_offsets_[d + 1]; ++p) {
+        const int64_t at = cursor[fwd_terms_[p]]++;
+        a.post_docs[at] = static_cast<uint32_t>(d);
+        post_tf[at] = fwd_tf_[p];
+      }
+    }
+  }
+  double total = 0;
+  for (uint32_t l : doc_len_) total += l;
+  Bm25Math m{params, static_cast<double>(N), N ? total / static_cast<double>(N) : 1.0};
+  if (m.avgdl <= 0) m.avgdl = 1.0;
+  a.term_idf.resize(T);
+  a.term_const.resize(T);
+  for (size_t t = 0; t < T; ++t) {
+    const double df = static_cast<double>(a.term_offsets[t + 1] - a.term_offsets[t]);
+    const double idf = df > 0 ? m.idf(df) : 0.0;
+    a.term_idf[t] = static_cast<float>(idf);
+    a.term_const[t] = static_cast<float>(m.nonoccurrence(idf));
+  }
+  std::vector<double> inv_norm;
+  if (params.scorer == Scorer::tfidf) {  // l2 norm of each document's tf-idf vector
+    inv_norm.assign(N, 0.0);
+    parallel_for(N, n_threads, 4096, [&](int, size_t b, size_t e) {
+      for (size_t d = b; d < e; ++d) {
+        double s = 0;
+        for (uint64_t p = fwd_offsets_[d]; p < fwd_offsets_[d + 1]; ++p) {
+          const double w = m.tfc(fwd_tf_[p], 0) * a.term_idf[fwd_terms_[p]];
+          s += w * w;
+        }
+        inv_norm[d] = s > 0 ? 1.0 / std::sqrt(s) : 0.0;
+      }
+    });
+  }
+  // recompute idf in double for the impacts (term_idf is the float32 copy for query weighting)
+  a.post_weights.resize(P);
+  parallel_for(T, n_threads, 1024, [&](int, size_t tb, size_t te) {
+    for (size_t t = tb; t < te; ++t) {
+      const int64_t b = a.term_offsets[t], e = a.term_offsets[t + 1];
+      if (b == e) continue;
+      const double idf = m.idf(static_cast<double>(e - b));
+      const double nonocc = m.nonoccurrence(idf);
+      for (int64_t p = b; p < e; ++p) {
+        const uint32_t d = a.post_docs[p];
+        double w;
+        if (params.scorer == Scorer::tfidf) {
+          w = m.tfc(post_tf[p], 0) * idf * inv_norm[d];
+        } else {
+          w = idf * m.tfc(post_tf[p], doc_len_[d]) - nonocc;
+        }
+        a.post_weights[p] = static_cast<float>(w);
+      }
+    }
+  });
+  a.doc_len = std::move(doc_len_);
+  a.term_data = terms_.arena();
+  a.term_str_offsets = terms_.offsets();
+  if (stemming_) {
+    a.surface_data = surface_.arena();
+    a.surface_offsets = surface_.offsets();
+    a.surface_term = surface_term_;
+  } else {
+    a.surface_offsets.assign(1, 0);
+  }
+  fwd_terms_.clear();
+  fwd_tf_.clear();
+  fwd_offsets_.assign(1, 0);
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index
+
+SparseIndex::SparseIndex(View view, ScoringParams params, std::shared_ptr<const Analyzer> analyzer,
+                         const char* term_data, const int64_t* term_offsets, const char* surface_data,
+                         const int64_t* surface_offsets, const int32_t* surface_term, size_t n_surface,
+                         bool stemming, std::shared_ptr<void> keepalive)
+    : v_(view),
+      params_(params),
+      analyzer_(std::move(analyzer)),
+      terms_(term_data, term_offsets, view.n_terms),
+      surface_(surface_data, surface_offsets, n_surface),
+      surface_term_(surface_term, surface_term + n_surface),
+      stemming_(stemming),
+      keepalive_(std::move(keepalive)) {
+  RAGCORE_ASSERT(analyzer_);
+  RAGCORE_CHECK(v_.n_docs < static_cast<size_t>(UINT32_MAX), "index has too many documents: " << v_.n_docs);
+  const int64_t P = v_.n_terms ? v_.term_offsets[v_.n_terms] : 0;
+  RAGCORE_CHECK(v_.n_terms == 0 || v_.term_offsets[0] == 0, "corrupt index: term offsets do not start at 0");
+  for (size_t t = 0; t < v_.n_terms; ++t)
+    RAGCORE_CHECK(v_.term_offsets[t] <= v_.term_offsets[t + 1], "corrupt index: term offsets decrease at term " << t);
+  for (int64_t p = 0; p < P; ++p)
+    RAGCORE_CHECK(v_.post_docs[p] < v_.n_docs, "corrupt index: posting " << p << " names document "
+                                                   << v_.post_docs[p] << " of " << v_.n_docs);
+  for (int32_t t : surface_term_)
+    RAGCORE_CHECK(t >= -1 && t < static_cast<int64_t>(v_.n_terms), "corrupt index: surface word maps to term " << t);
+}
+
+void SparseIndex::finish_query(std::vector<std::pair<int32_t, float>>& toks, Queries& out) const {
+  std::sort(toks.begin(), toks.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  const size_t begin = out.terms.size();
+  float constant = 0.0f;
+  for (size_t i = 0; i < toks.size();) {
+    size_t j = i;
+    float count = 0;
+    while (j < toks.size() && toks[j].first == toks[i].first) count += toks[j++].second;
+    const int32_t t = toks[i].first;
+    float w = count;
+    if (params_.scorer == Scorer::tfidf) {
+      w = (params_.sublinear_tf ? 1.0f + std::log(count) : count) * v_.term_idf[t];
+    } else {
+      constant += count * v_.term_const[t];
+    }
+    out.terms.push_back(t);
+    out.weights.push_back(w);
+    i = j;
+  }
+  if (params_.scorer == Scorer::tfidf) {
+    double s = 0;
+    for (size_t i = begin; i < out.weights.size(); ++i) s += double(out.weights[i]) * out.weights[i];
+    const float inv = s > 0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
+    for (size_t i = begin; i < out.weights.size(); ++i) out.weights[i] *= inv;
+  }
+  out.offsets.push_back(static_cast<int64_t>(out.terms.size()));
+  out.constants.push_back(constant);
+}
+
+std::vector<std::string> SparseIndex::prepare_text(const std::vector<std::string_view>& texts, Queries& out,
+                                                   int /*n_threads*/) const {
+  std::vector<std::string> missing;
+  std::vector<std::pair<int32_t, float>> toks;
+  std::string buf;
+  std::shared_lock<std::shared_mutex> lock(cache_mutex_, std::defer_lock);
+  if (stemming_) lock.lock();
+  for (std::string_view text : texts) {
+    toks.clear();
+    analyzer_->tokenize(text.data(), text.size(), buf, [&](std::string_view w) {
+      int64_t t;
+      if (!stemming_) {
+        t = terms_.find(w);
+      } else {
+        const int64_t s = surface_.find(w);
+        if (s >= 0) {
+          t = surface_term_[s];
+        } else {
+          const int64_t c = qcache_.find(w);
+          if (c < 0) {
+            missing.emplace_back(w);
+            return;
+          }
+          t = qcache_term_[c];
+        }
+      }
+      if (t >= 0) toks.emplace_back(static_cast<int32_t>(t), 1.0f);
+    });
+    if (missing.empty()) finish_query(toks, out);
+  }
+  if (!missing.empty()) {
+    std::sort(missing.begin(), missing.end());
+    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+  }
+  return missing;
+}
+
+void SparseIndex::add_surface_words(const std::vector<std::string_view>& words,
+                                    const std::vector<std::string_view>& stems) {
+  RAGCORE_CHECK(words.size() == stems.size(), "got " << stems.size() << " stems for " << words.size() << " words");
+  std::unique_lock<std::shared_mutex> lock(cache_mutex_);
+  constexpr size_t kMaxCache = size_t{1} << 20;
+  if (qcache_.size() + words.size() > kMaxCache) {
+    qcache_.clear();
+    qcache_term_.clear();
+  }
+  for (size_t i = 0; i < words.size(); ++i) {
+    auto [id, inserted] = qcache_.insert(words[i]);
+    const int64_t t = stems[i].empty() ? -1 : terms_.find(stems[i]);
+    if (inserted) qcache_term_.push_back(static_cast<int32_t>(t));
+    else qcache_term_[id] = static_cast<int32_t>(t);
+  }
+}
+
+void SparseIndex::prepare_tokens(const std::vector<std::vector<std::string_view>>& queries, Queries& out) const {
+  std::vector<std::pair<int32_t, float>> toks;
+  for (const auto& q : queries) {
+    toks.clear();
+    for (std::string_view w : q) {
+      const int64_t t = terms_.find(w);
+      if (t >= 0) toks.emplace_back(static_cast<int32_t>(t), 1.0f);
+    }
+    finish_query(toks, out);
+  }
+}
+
+std::unique_ptr<SparseIndex::Scratch> SparseIndex::acquire() const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_.empty()) {
+      auto s = std::move(pool_.back());
+      pool_.pop_back();
+      return s;
+    }
+  }
+  auto s = std::make_unique<Scratch>();
+  s->acc.resize(v_.n_docs);
+  s->seen.assign((v_.n_docs + 63) / 64, 0);
+  return s;
+}
+
+void SparseIndex::release(std::unique_ptr<Scratch> s) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  pool_.push_back(std::move(s));
+}
+
+void SparseIndex::search(const Queries& q, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
+                         float* scores) const {
+  RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
+  const size_t nq = q.offsets.size() - 1;
+  RAGCORE_ASSERT(q.constants.size() == nq);
+  const size_t chunk = std::max<size_t>(1, nq / (8 * static_cast<size_t>(std::max(n_threads, 1))));
+  parallel_for(nq, n_threads, chunk, [&](int, size_t qb, size_t qe) {
+    auto scratch = acquire();
+    float* acc = scratch->acc.data();
+    uint64_t* seen = scratch->seen.data();
+    std::vector<uint32_t>& touched = scratch->touched;
+    TopK top(k);
+    for (size_t i = qb; i < qe; ++i) {
+      touched.clear();
+      for (int64_t j = q.offsets[i]; j < q.offsets[i + 1]; ++j) {
+        const int32_t t = q.terms[j];
+        const float w = q.weights[j];
+        const int64_t b = v_.term_offsets[t], e = v_.term_offsets[t + 1];
+        const uint32_t* docs = v_.post_docs;
+        const float* pw = v_.post_weights;
+        for (int64_t p = b; p < e; ++p) {
+          const uint32_t d = docs[p];
+          const float x = pw[p] * w;
+          uint64_t& word = seen[d >> 6];
+          const uint64_t bit = uint64_t{1} << (d & 63);
+          if (word & bit) {
+            acc[d] += x;
+          } else {
+            word |= bit;
+            acc[d] = x;
+            touched.push_back(d);
+          }
+        }
+      }
+      top.reset();
+      const float c = q.constants[i];
+      if (mask) {
+        for (uint32_t d : touched)
+          if (mask[d]) top.push(acc[d] + c, d);
+      } else {
+        for (uint32_t d : touched) top.push(acc[d] + c, d);
+      }
+      for (uint32_t d : touched) seen[d >> 6] = 0;
+      top.write(indices + i * k, scores + i * k);
+    }
+    release(std::move(scratch));
+  });
+}
+
+void SparseIndex::dense_scores(const Queries& q, float* out) const {
+  RAGCORE_ASSERT(q.offsets.size() >= 2);
+  std::fill(out, out + v_.n_docs, q.constants[0]);
+  for (int64_t j = q.offsets[0]; j < q.offsets[1]; ++j) {
+    const int32_t t = q.terms[j];
+    const float w = q.weights[j];
+    for (int64_t p = v_.term_offsets[t]; p < v_.term_offsets[t + 1]; ++p) out[v_.post_docs[p]] += v_.post_weights[p] * w;
+  }
+}
+
+}  // namespace ragcore

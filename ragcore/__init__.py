@@ -1,0 +1,24 @@
+"""ragcore: the retrieval engine of a RAG system, native and fast.
+
+Example
+-------
+>>> import ragcore as rc
+>>> bm25 = rc.BM25().index(["the cat sat", "a dog barked", "cats and dogs"])
+>>> hits = bm25.search("cat", k=2)
+>>> hits.indices.tolist()
+[[0, -1]]
+"""
+from ._version import __version__
+from .analysis import Analyzer
+from .hits import Hits
+from .sparse import BM25, TfIdf
+
+
+def cuda_available() -> bool:
+    """True when ragcore was built with CUDA and a GPU is visible (no CUDA kernels yet: False)."""
+    from . import _core
+
+    return bool(getattr(_core, "built_with_cuda", False)) and bool(getattr(_core, "cuda_device_count", lambda: 0)())
+
+
+__all__ = ["Analyzer", "BM25", "TfIdf", "Hits", "cuda_available", "__version__"]

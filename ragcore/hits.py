@@ -1,0 +1,47 @@
+"""Hits: what every retriever's ``search`` returns."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+class Hits:
+    """Top-k results of a batch of queries.
+
+    Attributes
+    ----------
+    indices : numpy.ndarray of int64, shape (n_queries, k)
+        Document indices, best first; ``-1`` where fewer than ``k`` documents match.
+    scores : numpy.ndarray of float32, shape (n_queries, k)
+        Their scores; ``-inf`` where ``indices == -1``.
+    ids : numpy.ndarray of object, shape (n_queries, k), or None
+        The caller's document ids (``None`` at padding) when ids were given at indexing, else None.
+
+    Examples
+    --------
+    >>> import ragcore as rc
+    >>> hits = rc.BM25().index(["red fox", "blue fox"], ids=["r", "b"]).search("blue fox", k=2)
+    >>> hits.ids.tolist()
+    [['b', 'r']]
+    """
+
+    __slots__ = ("indices", "scores", "_id_table")
+
+    def __init__(self, indices: np.ndarray, scores: np.ndarray, id_table: Optional[np.ndarray] = None) -> None:
+        self.indices = indices
+        self.scores = scores
+        self._id_table = id_table
+
+    @property
+    def ids(self) -> Optional[np.ndarray]:
+        if self._id_table is None:
+            return None
+        table = np.append(np.asarray(self._id_table, dtype=object), None)  # index -1 -> None
+        return table[self.indices]
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Hits(n_queries={self.indices.shape[0]}, k={self.indices.shape[1]})"

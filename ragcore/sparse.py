@@ -1,0 +1,447 @@
+"""Sparse retrievers: BM25 (five variants) and TF-IDF, on the native inverted index.
+
+Scores are precomputed per (term, document) at indexing time ("eager" scoring, as in bm25s), so a
+query is a sum of impacts over its terms' postings followed by the shared top-k selector.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from typing import Any, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core, storage
+from .analysis import Analyzer
+from .hits import Hits
+
+Query = Union[str, bytes, Sequence[str]]
+Queries = Union[str, bytes, Sequence[Union[str, bytes]], Sequence[Sequence[str]]]
+
+BM25_METHODS = ("robertson", "lucene", "atire", "bm25l", "bm25+")
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_ALL_THREADS = _cpu_count()
+
+
+def _threads(threads: Optional[int]) -> int:
+    if threads is None:
+        return _ALL_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
+    return int(threads)
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return int(k)
+
+
+def _check_ids(ids: Any) -> Optional[np.ndarray]:
+    """Validate the caller's ids (unique; all str or all int) -> an array (int64 or object)."""
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
+        raise TypeError(f"ids must be a sequence of str or int, got {type(ids).__name__}")
+    ids = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+    if all(isinstance(i, str) for i in ids):
+        arr = np.empty(len(ids), dtype=object)
+        arr[:] = ids
+    elif all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        arr = np.asarray(ids, dtype=np.int64)
+    else:
+        bad = next(i for i in ids if not isinstance(i, (str, int, np.integer)) or isinstance(i, bool))
+        kind = "mixes str and int" if not isinstance(bad, (str, int)) or isinstance(bad, bool) else "mixes str and int"
+        if not isinstance(bad, (str, int, np.integer)) or isinstance(bad, bool):
+            raise TypeError(f"ids must be str or int, got {bad!r} ({type(bad).__name__})")
+        raise TypeError(f"ids {kind}: use one type for all of them")
+    if len(set(ids)) != len(ids):
+        seen = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
+        raise ValueError(f"duplicate id {dup!r} in ids")
+    return arr
+
+
+def _batches(corpus: Iterable, size: int):
+    if isinstance(corpus, list):
+        for start in range(0, len(corpus), size):
+            yield corpus[start:start + size]
+        return
+    it = iter(corpus)
+    while True:
+        batch = list(itertools.islice(it, size))
+        if not batch:
+            return
+        yield batch
+
+
+class _SparseRetriever:
+    """Shared machinery of BM25 and TfIdf: indexing, search, persistence."""
+
+    _kind = ""
+
+    def __init__(self, analyzer: Optional[Analyzer]) -> None:
+        if analyzer is None:
+            analyzer = Analyzer()
+        if not isinstance(analyzer, Analyzer):
+            raise TypeError(f"analyzer must be a ragcore.Analyzer, got {type(analyzer).__name__}")
+        self.analyzer = analyzer
+        self._index = None
+        self._arrays: Optional[dict] = None
+        self.ids: Optional[np.ndarray] = None
+        self._id_pos: Optional[dict] = None
+
+    # -- subclass hooks -------------------------------------------------------------------
+    def _params(self) -> dict:
+        raise NotImplementedError
+
+    def _core_params(self) -> tuple:
+        """(method, k1, b, delta, sublinear_tf, smooth_idf) for the core."""
+        raise NotImplementedError
+
+    # -- indexing -----------------------------------------------------------------------------
+    def index(self, corpus: Iterable[Union[str, bytes, Sequence[str]]], ids: Optional[Sequence] = None, *,
+              threads: Optional[int] = None, batch_size: int = 4096, show_progress: bool = False):
+        """Index a corpus, replacing any previous index (kept intact if this raises).
+
+        Parameters
+        ----------
+        corpus : iterable of str, or of list[str]
+            Texts to analyse, or pre-tokenized documents taken as-is (no lowercasing, stopwords or
+            stemming). Streamed in batches of ``batch_size``: a generator need not fit in memory as
+            Python objects.
+        ids : sequence of str or int, optional
+            The caller's document ids (unique, one per document); ``Hits.ids`` returns them.
+        threads : int, optional
+            Threads for analysis and index construction (default: all cores).
+        batch_size : int, default 4096
+        show_progress : bool, default False
+            Show a tqdm progress bar (documents indexed).
+
+        Returns
+        -------
+        self
+        """
+        if isinstance(corpus, (str, bytes)):
+            raise TypeError("corpus must be an iterable of documents, got a single str; wrap it in a list")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        nt = _threads(threads)
+        id_arr = _check_ids(ids)
+        if id_arr is not None and hasattr(corpus, "__len__") and len(corpus) != len(id_arr):
+            raise ValueError(f"got {len(id_arr)} ids for {len(corpus)} documents")
+        builder = _core.SparseBuilder(self.analyzer._core, self.analyzer.stems)
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(corpus) if hasattr(corpus, "__len__") else None, unit="doc", desc="indexing")
+        n = 0
+        try:
+            for batch in _batches(corpus, batch_size):
+                builder.add_batch(batch, n, nt)
+                if self.analyzer.stems:
+                    words = builder.pending_words()
+                    if words:
+                        builder.resolve_pending(self.analyzer.stem_words(words))
+                builder.commit_batch(nt)
+                n += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        if n == 0:
+            raise ValueError("the corpus has no documents")
+        if id_arr is not None and len(id_arr) != n:
+            raise ValueError(f"got {len(id_arr)} ids for {n} documents")
+        arrays = builder.finish(*self._core_params(), nt)
+        self._install(arrays, id_arr)
+        return self
+
+    def _install(self, arrays: dict, ids: Optional[np.ndarray]) -> None:
+        method, k1, b, delta, sublinear_tf, smooth_idf = self._core_params()
+        index = _core.SparseIndex(arrays, method, k1, b, delta, sublinear_tf, smooth_idf, self.analyzer._core,
+                                  self.analyzer.stems)
+        if ids is not None and len(ids) != index.n_docs:
+            raise ValueError(f"index has {index.n_docs} documents but {len(ids)} ids")
+        self._index, self._arrays, self.ids, self._id_pos = index, arrays, ids, None
+
+    def _set_ids(self, ids: Sequence) -> None:
+        """Attach ids to the current index (validated: unique, one per document)."""
+        arr = _check_ids(ids)
+        if len(arr) != len(self):
+            raise ValueError(f"got {len(arr)} ids for {len(self)} documents")
+        self.ids, self._id_pos = arr, None
+
+    # -- search -------------------------------------------------------------------------------
+    def _require(self):
+        if self._index is None:
+            raise ValueError(f"this {type(self).__name__} is empty: call index() (or load()) first")
+        return self._index
+
+    def __len__(self) -> int:
+        return 0 if self._index is None else self._index.n_docs
+
+    @property
+    def n_docs(self) -> int:
+        """Number of indexed documents."""
+        return len(self)
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Number of distinct terms in the index."""
+        return 0 if self._index is None else self._index.n_terms
+
+    def _mask(self, filter: Any) -> np.ndarray:
+        n = self._index.n_docs
+        if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
+            if filter.shape != (n,):
+                raise ValueError(f"filter mask must have shape ({n},), got {filter.shape}")
+            return np.ascontiguousarray(filter)  # the one documented copy, for non-contiguous masks
+        if isinstance(filter, (str, bytes)) or not hasattr(filter, "__iter__"):
+            raise TypeError(f"filter must be a bool array or a sequence of ids, got {type(filter).__name__}")
+        mask = np.zeros(n, dtype=np.bool_)
+        if self.ids is not None:
+            if self._id_pos is None:
+                self._id_pos = {v: i for i, v in enumerate(self.ids.tolist())}
+            pos = self._id_pos
+            for i in filter:
+                j = pos.get(i.item() if isinstance(i, np.generic) else i)
+                if j is None:
+                    raise ValueError(f"filter names unknown id {i!r}")
+                mask[j] = True
+        else:
+            idx = np.asarray(list(filter) if not isinstance(filter, np.ndarray) else filter)
+            if idx.size and idx.dtype.kind not in "iu":
+                raise TypeError(f"filter ids must be document indices (int) when no ids were given, got {idx.dtype}")
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                bad = idx[(idx < 0) | (idx >= n)][0]
+                raise ValueError(f"filter names document {bad}, outside [0, {n})")
+            mask[idx.astype(np.int64)] = True
+        return mask
+
+    def search(self, queries: Queries, k: int = 10, *, threads: Optional[int] = None, filter: Any = None) -> Hits:
+        """Top-k documents for one query or a batch.
+
+        Parameters
+        ----------
+        queries : str, list of str, or list of list of str
+            One query text, a batch of texts, or a batch of pre-tokenized queries (taken as-is).
+        k : int, default 10
+            Results per query (``k`` larger than the corpus pads with -1).
+        threads : int, optional
+            Threads over queries: None = all cores, 1 = the calling thread only.
+        filter : bool array of shape (n_docs,) or sequence of ids, optional
+            Restrict the candidates before top-k: a mask, or the allowed ids (the caller's ids when
+            ids were given at indexing, document indices otherwise).
+
+        Returns
+        -------
+        Hits
+            ``indices`` int64 and ``scores`` float32 of shape (n_queries, k), best first; ties go to
+            the lower document index; only documents containing a query term are returned.
+        """
+        index = self._index
+        if index is None:
+            self._require()
+        if k.__class__ is not int or k < 1:
+            k = _check_k(k)
+        nt = _ALL_THREADS if threads is None else _threads(threads)
+        mask = None if filter is None else self._mask(filter)
+        if isinstance(queries, (str, bytes)):
+            res = index.search_text([queries], k, mask, nt)
+            text = True
+        else:
+            if not isinstance(queries, list):
+                if isinstance(queries, (tuple, np.ndarray)):
+                    queries = list(queries)
+                else:
+                    raise TypeError(f"queries must be a str or a list, got {type(queries).__name__}")
+            if not queries:
+                return Hits(np.empty((0, k), np.int64), np.empty((0, k), np.float32), self.ids)
+            text = not isinstance(queries[0], (list, tuple))
+            res = (index.search_text if text else index.search_tokens)(queries, k, mask, nt)
+        if res.__class__ is list:  # a stemming index met new words: stem them once, then search
+            index.add_surface_words(res, self.analyzer.stem_words(res))
+            res = index.search_text([queries] if isinstance(queries, (str, bytes)) else queries, k, mask, nt)
+        return Hits(res[0], res[1], self.ids)
+
+    def get_scores(self, query: Query) -> np.ndarray:
+        """Score of every document for one query (str, or list[str] taken as-is): float32 (n_docs,).
+
+        Documents without any query term score 0, except with bm25l / bm25+ where every document
+        gets the non-occurrence part of each query term (as in bm25s).
+        """
+        index = self._require()
+        if isinstance(query, (str, bytes)):
+            res = index.scores_text(query)
+            if res.__class__ is list:
+                index.add_surface_words(res, self.analyzer.stem_words(res))
+                res = index.scores_text(query)
+            return res
+        if isinstance(query, (list, tuple)):
+            return index.scores_tokens(list(query))
+        raise TypeError(f"query must be a str or a list of str tokens, got {type(query).__name__}")
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Save to a directory (atomically: a crash never leaves a half-written index)."""
+        self._require()
+        meta = {"params": self._params(), "analyzer": self.analyzer.to_config(),
+                "n_docs": int(self._index.n_docs), "n_terms": int(self._index.n_terms), "ids": None}
+        arrays = {k: np.asarray(v) for k, v in self._arrays.items()}
+        if self.ids is not None:
+            if self.ids.dtype == object:
+                meta["ids"] = "str"
+                arrays["ids_data"], arrays["ids_offsets"] = storage.encode_strings(self.ids.tolist())
+            else:
+                meta["ids"] = "int"
+                arrays["ids_int"] = self.ids
+        storage.save_index(path, self._kind, meta, arrays)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True):
+        """Load an index saved by :meth:`save`.
+
+        Parameters
+        ----------
+        mmap : bool, default True
+            Map the arrays from disk instead of reading them (instant load, shared page cache).
+        verify : bool, default True
+            Check every file's CRC-32 (reads the files once); sizes are always checked.
+        """
+        manifest, arrays = storage.load_index(path, kind=cls._kind, mmap=mmap, verify=verify)
+        try:
+            meta = manifest["meta"]
+            obj = cls(**meta["params"], analyzer=Analyzer.from_config(meta["analyzer"]))
+            ids = None
+            if meta["ids"] == "str":
+                ids = np.empty(meta["n_docs"], dtype=object)
+                ids[:] = storage.decode_strings(arrays.pop("ids_data"), arrays.pop("ids_offsets"))
+            elif meta["ids"] == "int":
+                ids = np.asarray(arrays.pop("ids_int"))
+            obj._install(arrays, ids)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{os.fspath(path)!r} is not a valid {cls._kind} index: {e}") from e
+        return obj
+
+
+class BM25(_SparseRetriever):
+    """Okapi BM25 retriever (native inverted index, eager scoring).
+
+    Parameters
+    ----------
+    k1 : float, default 1.5
+    b : float, default 0.75
+    method : {"lucene", "robertson", "atire", "bm25l", "bm25+"}, default "lucene"
+        Variants as defined by bm25s (Lù, 2024; after Kamphuis et al., 2020): ``lucene`` uses exact
+        document lengths. Given the same tokens, scores equal bm25s's.
+    delta : float, default 0.5
+        The delta of bm25l and bm25+ (ignored by the others).
+    analyzer : Analyzer, optional
+        Text analysis; default ``Analyzer()`` (the scikit-learn / bm25s token pattern, lowercased).
+        ``Analyzer(stopwords="english", stemmer="english")`` usually ranks better.
+
+    Examples
+    --------
+    >>> import ragcore as rc
+    >>> corpus = ["a cat is a feline", "dogs are loyal", "cats and dogs"]
+    >>> bm25 = rc.BM25(analyzer=rc.Analyzer(stopwords="english", stemmer="english"))
+    >>> bm25 = bm25.index(corpus, ids=["d1", "d2", "d3"])
+    >>> bm25.search("cat", k=2).ids.tolist()
+    [['d1', 'd3']]
+    """
+
+    _kind = "bm25"
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", delta: float = 0.5,
+                 analyzer: Optional[Analyzer] = None) -> None:
+        for name, v in (("k1", k1), ("b", b), ("delta", delta)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+            if not math.isfinite(v):
+                raise ValueError(f"{name} must be finite, got {v}")
+        if k1 < 0:
+            raise ValueError(f"k1 must be >= 0, got {k1}")
+        if not 0 <= b <= 1:
+            raise ValueError(f"b must be in [0, 1], got {b}")
+        if delta < 0:
+            raise ValueError(f"delta must be >= 0, got {delta}")
+        if method not in BM25_METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(BM25_METHODS)}")
+        super().__init__(analyzer)
+        self.k1, self.b, self.delta, self.method = float(k1), float(b), float(delta), method
+
+    def _params(self) -> dict:
+        return {"k1": self.k1, "b": self.b, "method": self.method, "delta": self.delta}
+
+    def _core_params(self) -> tuple:
+        return (self.method, self.k1, self.b, self.delta, False, True)
+
+    def __repr__(self) -> str:
+        return (f"BM25(k1={self.k1}, b={self.b}, method={self.method!r}, delta={self.delta}, "
+                f"analyzer={self.analyzer!r}, n_docs={len(self)})")
+
+
+class TfIdf(_SparseRetriever):
+    """TF-IDF cosine retriever: scores equal scikit-learn's ``TfidfVectorizer`` + ``cosine_similarity``.
+
+    Parameters
+    ----------
+    sublinear_tf : bool, default False
+        Use ``1 + ln(tf)`` instead of ``tf`` (documents and queries), as scikit-learn does.
+    smooth_idf : bool, default True
+        ``idf = ln((1 + n) / (1 + df)) + 1`` (else ``ln(n / df) + 1``).
+    analyzer : Analyzer, optional
+        Default ``Analyzer()``: scikit-learn's default tokenization.
+
+    Examples
+    --------
+    >>> import ragcore as rc
+    >>> tfidf = rc.TfIdf().index(["the red fox", "the lazy dog"])
+    >>> tfidf.search("red", k=1).indices.tolist()
+    [[0]]
+    """
+
+    _kind = "tfidf"
+
+    def __init__(self, sublinear_tf: bool = False, smooth_idf: bool = True,
+                 analyzer: Optional[Analyzer] = None) -> None:
+        for name, v in (("sublinear_tf", sublinear_tf), ("smooth_idf", smooth_idf)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+        super().__init__(analyzer)
+        self.sublinear_tf, self.smooth_idf = sublinear_tf, smooth_idf
+
+    def _params(self) -> dict:
+        return {"sublinear_tf": self.sublinear_tf, "smooth_idf": self.smooth_idf}
+
+    def _core_params(self) -> tuple:
+        return ("tfidf", 0.0, 0.0, 0.0, self.sublinear_tf, self.smooth_idf)
+
+    def __repr__(self) -> str:
+        return (f"TfIdf(sublinear_tf={self.sublinear_tf}, smooth_idf={self.smooth_idf}, "
+                f"analyzer={self.analyzer!r}, n_docs={len(self)})")
+
+
+def load(path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True) -> _SparseRetriever:
+    """Load a saved sparse index of any kind (BM25 or TfIdf), read from its manifest."""
+    kind = storage.read_manifest(path).get("kind")
+    classes = {cls._kind: cls for cls in (BM25, TfIdf)}
+    if kind not in classes:
+        raise ValueError(f"{os.fspath(path)!r} is a {kind!r} index, not a sparse one (bm25 or tfidf)")
+    return classes[kind].load(path, mmap=mmap, verify=verify)
