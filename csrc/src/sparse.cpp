@@ -303,6 +303,16 @@ SparseIndex::SparseIndex(View view, ScoringParams params, std::shared_ptr<const 
                                                    << v_.post_docs[p] << " of " << v_.n_docs);
   for (int32_t t : surface_term_)
     RAGCORE_CHECK(t >= -1 && t < static_cast<int64_t>(v_.n_terms), "corrupt index: surface word maps to term " << t);
+  term_max_.assign(v_.n_terms, 0.0f);
+  for (size_t t = 0; t < v_.n_terms; ++t) {
+    float m = 0.0f;
+    for (int64_t p = v_.term_offsets[t]; p < v_.term_offsets[t + 1]; ++p) {
+      const float w = v_.post_weights[p];
+      RAGCORE_CHECK(w >= 0.0f, "corrupt index: negative impact " << w << " for term " << t);
+      m = std::max(m, w);
+    }
+    term_max_[t] = m;
+  }
 }
 
 void SparseIndex::finish_query(std::vector<std::pair<int32_t, float>>& toks, Queries& out) const {
@@ -410,7 +420,7 @@ std::unique_ptr<SparseIndex::Scratch> SparseIndex::acquire() const {
     }
   }
   auto s = std::make_unique<Scratch>();
-  s->acc.resize(v_.n_docs);
+  s->acc.assign(v_.n_docs, 0.0f);
   s->seen.assign((v_.n_docs + 63) / 64, 0);
   return s;
 }
@@ -418,6 +428,138 @@ std::unique_ptr<SparseIndex::Scratch> SparseIndex::acquire() const {
 void SparseIndex::release(std::unique_ptr<Scratch> s) const {
   std::lock_guard<std::mutex> lock(pool_mutex_);
   pool_.push_back(std::move(s));
+}
+
+// Exact top-k by term-at-a-time accumulation with MaxScore-style pruning (Turtle & Flood 1995):
+// all impacts and query weights are >= 0, so a document's partial score only grows. Terms are
+// processed by decreasing upper bound (weight x max impact) into a dense accumulator; once the k-th
+// best partial score (a lower bound of the final k-th score) exceeds what the remaining terms can
+// add, no unseen document can enter the top-k. The remaining terms are then only looked up, by
+// galloping search, for the candidates that can still reach the threshold.
+namespace {
+// relative slack on bounds so float rounding can never prune a document that belongs in the top-k
+constexpr float kBoundSlack = 1e-5f;
+
+inline int64_t gallop(const uint32_t* a, int64_t lo, int64_t hi, uint32_t x) {
+  // first position in [lo, hi) with a[pos] >= x
+  int64_t step = 1, prev = lo;
+  while (lo < hi && a[lo] < x) {
+    prev = lo;
+    lo += step;
+    step <<= 1;
+  }
+  if (lo > hi) lo = hi;
+  return std::lower_bound(a + prev, a + lo, x) - a;
+}
+}  // namespace
+
+void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s,
+                             TopK& top) const {
+  float* acc = s.acc.data();
+  uint64_t* seen = s.seen.data();
+  const size_t n_words = s.seen.size();
+  const uint32_t* docs = v_.post_docs;
+  const float* pw = v_.post_weights;
+  const int64_t* off = v_.term_offsets;
+  // terms by decreasing upper bound (ties: lower term id), and the suffix sums of the bounds
+  s.terms.clear();
+  for (int64_t j = q.offsets[i]; j < q.offsets[i + 1]; ++j) {
+    const int32_t t = q.terms[j];
+    s.terms.push_back({q.weights[j] * term_max_[t], q.weights[j], t});
+  }
+  std::sort(s.terms.begin(), s.terms.end(), [](const Scratch::Term& a, const Scratch::Term& b) {
+    return a.ub > b.ub || (a.ub == b.ub && a.t < b.t);
+  });
+  const size_t nt = s.terms.size();
+  double rest_ub = 0;
+  int64_t rest_postings = 0;
+  for (const auto& term : s.terms) {
+    rest_ub += term.ub;
+    rest_postings += off[term.t + 1] - off[term.t];
+  }
+  top.reset();
+  const float c = q.constants[i];
+  // Phase A: accumulate whole posting lists
+  size_t next = 0;
+  int64_t done_postings = 0;
+  float theta = -std::numeric_limits<float>::infinity();
+  bool pruned = false;
+  int attempts = 0;
+  while (next < nt) {
+    const auto& term = s.terms[next++];
+    const int64_t b = off[term.t], e = off[term.t + 1];
+    const float w = term.w;
+    for (int64_t p = b; p < e; ++p) {
+      const uint32_t d = docs[p];
+      acc[d] += pw[p] * w;
+      seen[d >> 6] |= uint64_t{1} << (d & 63);
+    }
+    done_postings += e - b;
+    rest_postings -= e - b;
+    rest_ub -= term.ub;
+    // worth trying to prune when the remaining lists are long compared to the work done
+    if (next < nt && attempts < 3 && rest_postings > 2 * done_postings + 64) {
+      ++attempts;
+      top.reset();
+      for (size_t wi = 0; wi < n_words; ++wi) {
+        uint64_t bits = seen[wi];
+        while (bits) {
+          const uint32_t d = static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits));
+          bits &= bits - 1;
+          if (!mask || mask[d]) top.push(acc[d], d);
+        }
+      }
+      theta = top.threshold();
+      if (theta > static_cast<float>(rest_ub) * (1.0f + kBoundSlack) + 1e-30f) {
+        pruned = true;
+        break;
+      }
+    }
+  }
+  top.reset();
+  if (!pruned) {
+    for (size_t wi = 0; wi < n_words; ++wi) {
+      uint64_t bits = seen[wi];
+      if (!bits) continue;
+      seen[wi] = 0;
+      while (bits) {
+        const uint32_t d = static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits));
+        bits &= bits - 1;
+        if (!mask || mask[d]) top.push(acc[d] + c, d);
+        acc[d] = 0.0f;
+      }
+    }
+    return;
+  }
+  // Phase B: candidates that can still reach theta; look the remaining terms up for them only
+  s.cand.clear();
+  const float need = theta * (1.0f - kBoundSlack) - static_cast<float>(rest_ub);
+  for (size_t wi = 0; wi < n_words; ++wi) {
+    uint64_t bits = seen[wi];
+    if (!bits) continue;
+    seen[wi] = 0;
+    while (bits) {
+      const uint32_t d = static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits));
+      bits &= bits - 1;
+      if (acc[d] >= need && (!mask || mask[d])) s.cand.push_back(d);
+      else acc[d] = 0.0f;
+    }
+  }
+  for (; next < nt; ++next) {
+    const auto& term = s.terms[next];
+    int64_t p = off[term.t];
+    const int64_t e = off[term.t + 1];
+    const float w = term.w;
+    for (uint32_t d : s.cand) {
+      p = gallop(docs, p, e, d);
+      if (p == e) break;
+      if (docs[p] == d) acc[d] += pw[p] * w;
+    }
+  }
+  for (uint32_t d : s.cand) {
+    top.push(acc[d] + c, d);
+    acc[d] = 0.0f;
+  }
 }
 
 void SparseIndex::search(const Queries& q, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
@@ -428,41 +570,9 @@ void SparseIndex::search(const Queries& q, size_t k, const uint8_t* mask, int n_
   const size_t chunk = std::max<size_t>(1, nq / (8 * static_cast<size_t>(std::max(n_threads, 1))));
   parallel_for(nq, n_threads, chunk, [&](int, size_t qb, size_t qe) {
     auto scratch = acquire();
-    float* acc = scratch->acc.data();
-    uint64_t* seen = scratch->seen.data();
-    std::vector<uint32_t>& touched = scratch->touched;
     TopK top(k);
     for (size_t i = qb; i < qe; ++i) {
-      touched.clear();
-      for (int64_t j = q.offsets[i]; j < q.offsets[i + 1]; ++j) {
-        const int32_t t = q.terms[j];
-        const float w = q.weights[j];
-        const int64_t b = v_.term_offsets[t], e = v_.term_offsets[t + 1];
-        const uint32_t* docs = v_.post_docs;
-        const float* pw = v_.post_weights;
-        for (int64_t p = b; p < e; ++p) {
-          const uint32_t d = docs[p];
-          const float x = pw[p] * w;
-          uint64_t& word = seen[d >> 6];
-          const uint64_t bit = uint64_t{1} << (d & 63);
-          if (word & bit) {
-            acc[d] += x;
-          } else {
-            word |= bit;
-            acc[d] = x;
-            touched.push_back(d);
-          }
-        }
-      }
-      top.reset();
-      const float c = q.constants[i];
-      if (mask) {
-        for (uint32_t d : touched)
-          if (mask[d]) top.push(acc[d] + c, d);
-      } else {
-        for (uint32_t d : touched) top.push(acc[d] + c, d);
-      }
-      for (uint32_t d : touched) seen[d >> 6] = 0;
+      search_one(q, i, k, mask, *scratch, top);
       top.write(indices + i * k, scores + i * k);
     }
     release(std::move(scratch));
@@ -471,12 +581,23 @@ void SparseIndex::search(const Queries& q, size_t k, const uint8_t* mask, int n_
 
 void SparseIndex::dense_scores(const Queries& q, float* out) const {
   RAGCORE_ASSERT(q.offsets.size() >= 2);
-  std::fill(out, out + v_.n_docs, q.constants[0]);
-  for (int64_t j = q.offsets[0]; j < q.offsets[1]; ++j) {
-    const int32_t t = q.terms[j];
-    const float w = q.weights[j];
-    for (int64_t p = v_.term_offsets[t]; p < v_.term_offsets[t + 1]; ++p) out[v_.post_docs[p]] += v_.post_weights[p] * w;
+  // same order of additions as search(): terms by decreasing upper bound, then the constant
+  std::vector<std::pair<float, int64_t>> order;
+  for (int64_t j = q.offsets[0]; j < q.offsets[1]; ++j) order.push_back({q.weights[j] * term_max_[q.terms[j]], j});
+  std::sort(order.begin(), order.end(), [&](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && q.terms[a.second] < q.terms[b.second]);
+  });
+  std::vector<float> acc(v_.n_docs, 0.0f);
+  std::vector<uint8_t> hit(v_.n_docs, 0);
+  for (const auto& o : order) {
+    const int32_t t = q.terms[o.second];
+    const float w = q.weights[o.second];
+    for (int64_t p = v_.term_offsets[t]; p < v_.term_offsets[t + 1]; ++p) {
+      acc[v_.post_docs[p]] += v_.post_weights[p] * w;
+      hit[v_.post_docs[p]] = 1;
+    }
   }
+  for (size_t d = 0; d < v_.n_docs; ++d) out[d] = hit[d] ? acc[d] + q.constants[0] : q.constants[0];
 }
 
 }  // namespace ragcore

@@ -16,6 +16,7 @@
 
 #include "ragcore/analyzer.hpp"
 #include "ragcore/string_map.hpp"
+#include "ragcore/topk.hpp"
 
 namespace ragcore {
 
@@ -137,14 +138,22 @@ class SparseIndex {
  private:
   void finish_query(std::vector<std::pair<int32_t, float>>& toks, Queries& out) const;
   struct Scratch {
-    std::vector<float> acc;
-    std::vector<uint64_t> seen;
-    std::vector<uint32_t> touched;
+    std::vector<float> acc;        // (n_docs,) all zero between queries
+    std::vector<uint64_t> seen;    // (ceil(n_docs / 64),) documents touched by the query, all zero between queries
+    std::vector<uint32_t> cand;    // candidates of the pruned phase, ascending
+    struct Term {
+      float ub;  // weight * max impact: what the term can add to any document
+      float w;
+      int32_t t;
+    };
+    std::vector<Term> terms;
   };
+  void search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s, TopK& top) const;
   std::unique_ptr<Scratch> acquire() const;
   void release(std::unique_ptr<Scratch> s) const;
 
   View v_;
+  std::vector<float> term_max_;  // (n_terms,) largest impact of each term (MaxScore bounds)
   ScoringParams params_;
   std::shared_ptr<const Analyzer> analyzer_;
   StringMap terms_, surface_;
