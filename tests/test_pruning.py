@@ -15,13 +15,15 @@ import ragcore as rc
 from reference import METHODS, RefBM25, RefTfIdf, assert_hits_match
 
 
-def zipf_corpus(n_docs, vocab, seed):
+def zipf_corpus(n_docs, vocab, seed, mean_len=30):
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, vocab + 1) ** 1.1
     p /= p.sum()
-    lens = rng.poisson(30, n_docs)
-    words = [f"w{i}" for i in range(vocab)]
-    return [[words[j] for j in rng.choice(vocab, size=n, p=p)] for n in lens], words
+    lens = rng.poisson(mean_len, n_docs)
+    words = np.array([f"w{i}" for i in range(vocab)], dtype=object)
+    flat = words[rng.choice(vocab, size=int(lens.sum()), p=p)].tolist()
+    bounds = np.concatenate([[0], np.cumsum(lens)])
+    return [flat[bounds[i]:bounds[i + 1]] for i in range(n_docs)], words.tolist()
 
 
 def make_queries(words, rng, n):
@@ -70,3 +72,24 @@ def test_pruned_topk_equals_exhaustive(kind, k):
     hits = eng.search(queries[:10], k=k)
     assert_hits_match(hits, [ref.get_scores(q) for q in queries[:10]], [ref.matching(q) for q in queries[:10]], k,
                       what=kind)
+
+
+@pytest.mark.parametrize("kind", ["lucene", "bm25+", "tfidf"])
+def test_pruned_topk_across_blocks(kind):
+    """More than one 32768-document block: thresholds carry over from block to block."""
+    docs, words = zipf_corpus(70001, 300, seed=11, mean_len=6)
+    rng = np.random.default_rng(3)
+    queries = make_queries(words, rng, 25)
+    eng = rc.TfIdf() if kind == "tfidf" else rc.BM25(method=kind)
+    eng.index(docs)
+    sets = [set(d) for d in docs]
+    allowed = rng.random(len(docs)) < 0.5
+    for k in (1, 10, 100):
+        for flt in (None, allowed):
+            hits = eng.search(queries, k=k, filter=flt, threads=1)
+            for qi, q in enumerate(queries):
+                qs = set(q)
+                matched = np.array([not s.isdisjoint(qs) for s in sets])
+                idx, sc = exhaustive_topk(eng.get_scores(q), matched, k, flt)
+                np.testing.assert_array_equal(hits.indices[qi], idx, err_msg=f"{kind} k={k} query {q}")
+                np.testing.assert_array_equal(hits.scores[qi], sc)

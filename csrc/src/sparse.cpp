@@ -422,6 +422,7 @@ std::unique_ptr<SparseIndex::Scratch> SparseIndex::acquire() const {
   auto s = std::make_unique<Scratch>();
   s->acc.assign(v_.n_docs, 0.0f);
   s->seen.assign((v_.n_docs + 63) / 64, 0);
+  s->seen2.assign((s->seen.size() + 63) / 64, 0);
   return s;
 }
 
@@ -430,15 +431,18 @@ void SparseIndex::release(std::unique_ptr<Scratch> s) const {
   pool_.push_back(std::move(s));
 }
 
-// Exact top-k by term-at-a-time accumulation with MaxScore-style pruning (Turtle & Flood 1995):
-// all impacts and query weights are >= 0, so a document's partial score only grows. Terms are
-// processed by decreasing upper bound (weight x max impact) into a dense accumulator; once the k-th
-// best partial score (a lower bound of the final k-th score) exceeds what the remaining terms can
-// add, no unseen document can enter the top-k. The remaining terms are then only looked up, by
-// galloping search, for the candidates that can still reach the threshold.
+// Exact top-k by blocked term-at-a-time accumulation with MaxScore pruning (Turtle & Flood 1995).
+// The document space is cut into blocks whose accumulator fits in L2; within a block, terms are
+// processed by decreasing upper bound (weight x max impact) into a dense accumulator, branch-free.
+// All impacts and weights are >= 0, so scores only grow: once the k-th best score (of earlier blocks,
+// or of this block's partial scores) exceeds what the remaining terms can add, those terms are
+// "non-essential": no unseen document can enter the top-k, and they are only looked up, by galloping
+// search, for the candidates that can still reach the threshold. Every document's impacts are added
+// in the same order whatever is pruned, so scores are bitwise those of exhaustive scoring.
 namespace {
 // relative slack on bounds so float rounding can never prune a document that belongs in the top-k
 constexpr float kBoundSlack = 1e-5f;
+constexpr uint32_t kBlockDocs = uint32_t{1} << 15;  // 128 KiB of float accumulator per block
 
 inline int64_t gallop(const uint32_t* a, int64_t lo, int64_t hi, uint32_t x) {
   // first position in [lo, hi) with a[pos] >= x
@@ -451,17 +455,39 @@ inline int64_t gallop(const uint32_t* a, int64_t lo, int64_t hi, uint32_t x) {
   if (lo > hi) lo = hi;
   return std::lower_bound(a + prev, a + lo, x) - a;
 }
+
+// Visit the set bits of words[wb, we) (documents), using the summary bitmap (one bit per word) to
+// skip empty words; clear=true zeroes what it visits.
+template <class F>
+inline void for_each_set(uint64_t* words, uint64_t* summary, size_t wb, size_t we, bool clear, F&& f) {
+  for (size_t sw = wb / 64; sw < (we + 63) / 64; ++sw) {
+    uint64_t sbits = summary[sw];
+    if (!sbits) continue;
+    if (clear) summary[sw] = 0;
+    while (sbits) {
+      const size_t wi = sw * 64 + __builtin_ctzll(sbits);
+      sbits &= sbits - 1;
+      uint64_t bits = words[wi];
+      if (clear) words[wi] = 0;
+      while (bits) {
+        f(static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits)));
+        bits &= bits - 1;
+      }
+    }
+  }
+}
 }  // namespace
 
 void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s,
                              TopK& top) const {
   float* acc = s.acc.data();
   uint64_t* seen = s.seen.data();
-  const size_t n_words = s.seen.size();
+  uint64_t* seen2 = s.seen2.data();
   const uint32_t* docs = v_.post_docs;
   const float* pw = v_.post_weights;
   const int64_t* off = v_.term_offsets;
-  // terms by decreasing upper bound (ties: lower term id), and the suffix sums of the bounds
+  const uint32_t n_docs = static_cast<uint32_t>(v_.n_docs);
+  // terms by decreasing upper bound (ties: lower term id)
   s.terms.clear();
   for (int64_t j = q.offsets[i]; j < q.offsets[i + 1]; ++j) {
     const int32_t t = q.terms[j];
@@ -471,94 +497,127 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
     return a.ub > b.ub || (a.ub == b.ub && a.t < b.t);
   });
   const size_t nt = s.terms.size();
-  double rest_ub = 0;
-  int64_t rest_postings = 0;
-  for (const auto& term : s.terms) {
-    rest_ub += term.ub;
-    rest_postings += off[term.t + 1] - off[term.t];
-  }
+  // suffix[j] = what terms j.. can add to any document; cursor[j] = position in term j's postings
+  s.suffix.assign(nt + 1, 0.0f);
+  for (size_t j = nt; j-- > 0;) s.suffix[j] = s.suffix[j + 1] + s.terms[j].ub;
+  s.cursor.resize(nt);
+  for (size_t j = 0; j < nt; ++j) s.cursor[j] = off[s.terms[j].t];
   top.reset();
   const float c = q.constants[i];
-  // Phase A: accumulate whole posting lists
-  size_t next = 0;
-  int64_t done_postings = 0;
-  float theta = -std::numeric_limits<float>::infinity();
-  bool pruned = false;
-  int attempts = 0;
-  while (next < nt) {
-    const auto& term = s.terms[next++];
-    const int64_t b = off[term.t], e = off[term.t + 1];
-    const float w = term.w;
-    for (int64_t p = b; p < e; ++p) {
-      const uint32_t d = docs[p];
-      acc[d] += pw[p] * w;
-      seen[d >> 6] |= uint64_t{1} << (d & 63);
-    }
-    done_postings += e - b;
-    rest_postings -= e - b;
-    rest_ub -= term.ub;
-    // worth trying to prune when the remaining lists are long compared to the work done
-    if (next < nt && attempts < 3 && rest_postings > 2 * done_postings + 64) {
-      ++attempts;
-      top.reset();
-      for (size_t wi = 0; wi < n_words; ++wi) {
-        uint64_t bits = seen[wi];
-        while (bits) {
-          const uint32_t d = static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits));
-          bits &= bits - 1;
-          if (!mask || mask[d]) top.push(acc[d], d);
+  // a document whose partial score is `partial` with terms j.. left can still enter iff
+  // partial + suffix[j] >= theta - c (with slack for rounding)
+  auto bound_ok = [&](float partial, size_t j, float theta) {
+    return (partial + s.suffix[j]) * (1.0f + kBoundSlack) + kBoundSlack * std::fabs(c) >= theta - c;
+  };
+  // essential terms: the smallest prefix whose complement cannot lift an unseen document to theta
+  auto n_essential = [&](float theta) {
+    size_t ne = nt;
+    while (ne > 0 && !bound_ok(0.0f, ne - 1, theta)) --ne;
+    return ne;
+  };
+  for (uint32_t bs = 0; bs < n_docs; bs += kBlockDocs) {
+    const uint32_t be = std::min(n_docs, bs + kBlockDocs);
+    const size_t wb = bs / 64, we = (be + 63) / 64;
+    float theta = top.threshold();
+    size_t ne = n_essential(theta);
+    if (ne == 0) continue;  // nothing in this block can enter the top-k
+    const double block_frac = double(be - bs) / double(n_docs);
+    // once earlier blocks filled the top-k, its threshold is the one to prune with
+    const bool top_full = theta > -std::numeric_limits<float>::infinity();
+    int64_t done = 0;
+    int attempts = 0;
+    for (size_t j = 0; j < ne; ++j) {
+      const float w = s.terms[j].w;
+      const int64_t e = off[s.terms[j].t + 1];
+      int64_t p = s.cursor[j];
+      if (p < e && docs[p] < bs) p = gallop(docs, p, e, bs);
+      const int64_t p0 = p;
+      for (; p < e && docs[p] < be; ++p) {
+        const uint32_t d = docs[p];
+        acc[d] += pw[p] * w;
+        seen[d >> 6] |= uint64_t{1} << (d & 63);
+        seen2[d >> 12] |= uint64_t{1} << ((d >> 6) & 63);
+      }
+      s.cursor[j] = p;
+      done += p - p0;
+      // when the rest of the essential lists is long, a threshold from this block's partial scores
+      // may make them non-essential
+      if (j + 1 < ne && attempts < 2 && !top_full) {
+        double rest = 0;
+        for (size_t r = j + 1; r < ne; ++r) rest += double(off[s.terms[r].t + 1] - s.cursor[r]) * block_frac;
+        if (rest > 2.0 * double(done) + 64) {
+          ++attempts;
+          s.top2 = top;
+          for_each_set(seen, seen2, wb, we, false, [&](uint32_t d) {
+            if (!mask || mask[d]) s.top2.push(acc[d] + c, d);
+          });
+          theta = s.top2.threshold();
+          ne = std::max(j + 1, n_essential(theta));
         }
       }
-      theta = top.threshold();
-      if (theta > static_cast<float>(rest_ub) * (1.0f + kBoundSlack) + 1e-30f) {
-        pruned = true;
-        break;
-      }
     }
-  }
-  top.reset();
-  if (!pruned) {
-    for (size_t wi = 0; wi < n_words; ++wi) {
-      uint64_t bits = seen[wi];
-      if (!bits) continue;
-      seen[wi] = 0;
-      while (bits) {
-        const uint32_t d = static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits));
-        bits &= bits - 1;
+    if (ne == nt) {  // every term was accumulated: select from the block
+      for_each_set(seen, seen2, wb, we, true, [&](uint32_t d) {
         if (!mask || mask[d]) top.push(acc[d] + c, d);
         acc[d] = 0.0f;
+      });
+      continue;
+    }
+    // Candidates of the block (those that can still reach theta) stay marked in `seen`; the
+    // non-essential terms are added for them only, by a masked merge over the block's segment of
+    // the posting list or by galloping lookups, whichever reads less. After each term the
+    // candidates are filtered again against the smaller bound.
+    size_t n_cand = 0;
+    auto refilter = [&](size_t j) {
+      n_cand = 0;
+      for (size_t sw = wb / 64; sw < (we + 63) / 64; ++sw) {
+        uint64_t sbits = seen2[sw];
+        while (sbits) {
+          const size_t wi = sw * 64 + __builtin_ctzll(sbits);
+          sbits &= sbits - 1;
+          uint64_t bits = seen[wi], keep = 0;
+          while (bits) {
+            const int b = __builtin_ctzll(bits);
+            bits &= bits - 1;
+            const uint32_t d = static_cast<uint32_t>(wi * 64 + b);
+            if ((!mask || mask[d]) && bound_ok(acc[d], j, theta)) {
+              keep |= uint64_t{1} << b;
+              ++n_cand;
+            } else {
+              acc[d] = 0.0f;
+            }
+          }
+          seen[wi] = keep;
+        }
       }
+    };
+    refilter(ne);
+    for (size_t j = ne; j < nt && n_cand; ++j) {
+      const float w = s.terms[j].w;
+      const int64_t e = off[s.terms[j].t + 1];
+      int64_t p = s.cursor[j];
+      if (p < e && docs[p] < bs) p = gallop(docs, p, e, bs);
+      const int64_t pe = gallop(docs, p, e, be);
+      if (static_cast<size_t>(pe - p) <= 16 * n_cand) {
+        for (; p < pe; ++p) {  // masked merge: non-candidates have acc 0 and get + 0
+          const uint32_t d = docs[p];
+          const float m = static_cast<float>((seen[d >> 6] >> (d & 63)) & 1);
+          acc[d] += pw[p] * w * m;
+        }
+      } else {
+        for_each_set(seen, seen2, wb, we, false, [&](uint32_t d) {
+          if (p == pe) return;
+          p = gallop(docs, p, pe, d);
+          if (p < pe && docs[p] == d) acc[d] += pw[p] * w;
+        });
+      }
+      s.cursor[j] = pe;
+      if (j + 1 < nt) refilter(j + 1);
     }
-    return;
-  }
-  // Phase B: candidates that can still reach theta; look the remaining terms up for them only
-  s.cand.clear();
-  const float need = theta * (1.0f - kBoundSlack) - static_cast<float>(rest_ub);
-  for (size_t wi = 0; wi < n_words; ++wi) {
-    uint64_t bits = seen[wi];
-    if (!bits) continue;
-    seen[wi] = 0;
-    while (bits) {
-      const uint32_t d = static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits));
-      bits &= bits - 1;
-      if (acc[d] >= need && (!mask || mask[d])) s.cand.push_back(d);
-      else acc[d] = 0.0f;
-    }
-  }
-  for (; next < nt; ++next) {
-    const auto& term = s.terms[next];
-    int64_t p = off[term.t];
-    const int64_t e = off[term.t + 1];
-    const float w = term.w;
-    for (uint32_t d : s.cand) {
-      p = gallop(docs, p, e, d);
-      if (p == e) break;
-      if (docs[p] == d) acc[d] += pw[p] * w;
-    }
-  }
-  for (uint32_t d : s.cand) {
-    top.push(acc[d] + c, d);
-    acc[d] = 0.0f;
+    for_each_set(seen, seen2, wb, we, true, [&](uint32_t d) {
+      top.push(acc[d] + c, d);
+      acc[d] = 0.0f;
+    });
   }
 }
 

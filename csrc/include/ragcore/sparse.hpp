@@ -140,6 +140,7 @@ class SparseIndex {
   struct Scratch {
     std::vector<float> acc;        // (n_docs,) all zero between queries
     std::vector<uint64_t> seen;    // (ceil(n_docs / 64),) documents touched by the query, all zero between queries
+    std::vector<uint64_t> seen2;   // (ceil(n_docs / 4096),) summary: which words of `seen` may be non-zero
     std::vector<uint32_t> cand;    // candidates of the pruned phase, ascending
     struct Term {
       float ub;  // weight * max impact: what the term can add to any document
@@ -147,6 +148,9 @@ class SparseIndex {
       int32_t t;
     };
     std::vector<Term> terms;
+    std::vector<float> suffix;     // suffix sums of the terms' upper bounds
+    std::vector<int64_t> cursor;   // per term: next posting to read
+    TopK top2{1};                  // scratch copy of the running top-k
   };
   void search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s, TopK& top) const;
   std::unique_ptr<Scratch> acquire() const;

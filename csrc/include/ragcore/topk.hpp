@@ -12,22 +12,26 @@ class TopK {
  public:
   explicit TopK(size_t k) : k_(k) { heap_.reserve(std::min<size_t>(k, 4096)); }
 
-  void reset() { heap_.clear(); }
+  void reset() {
+    heap_.clear();
+    thr_ = -std::numeric_limits<float>::infinity();
+  }
   size_t k() const { return k_; }
 
   /// Lowest score that can still enter (-inf until k items are held).
-  float threshold() const {
-    return heap_.size() < k_ ? -std::numeric_limits<float>::infinity() : heap_.front().score;
-  }
+  float threshold() const { return thr_; }
 
   inline void push(float score, int64_t index) {
+    if (score < thr_) return;  // the common case once the heap is full: one compare
     if (heap_.size() < k_) {
       heap_.push_back({score, index});
       std::push_heap(heap_.begin(), heap_.end(), better);
+      if (heap_.size() == k_) thr_ = heap_.front().score;
     } else if (better({score, index}, heap_.front())) {
       std::pop_heap(heap_.begin(), heap_.end(), better);
       heap_.back() = {score, index};
       std::push_heap(heap_.begin(), heap_.end(), better);
+      thr_ = heap_.front().score;
     }
   }
 
@@ -56,6 +60,7 @@ class TopK {
   }
   size_t k_;
   std::vector<Item> heap_;
+  float thr_ = -std::numeric_limits<float>::infinity();  // score of the worst held item once full
 };
 
 }  // namespace ragcore
