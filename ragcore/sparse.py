@@ -63,11 +63,10 @@ def _check_ids(ids: Any) -> Optional[np.ndarray]:
     elif all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
         arr = np.asarray(ids, dtype=np.int64)
     else:
-        bad = next(i for i in ids if not isinstance(i, (str, int, np.integer)) or isinstance(i, bool))
-        kind = "mixes str and int" if not isinstance(bad, (str, int)) or isinstance(bad, bool) else "mixes str and int"
-        if not isinstance(bad, (str, int, np.integer)) or isinstance(bad, bool):
-            raise TypeError(f"ids must be str or int, got {bad!r} ({type(bad).__name__})")
-        raise TypeError(f"ids {kind}: use one type for all of them")
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, (str, int, np.integer)):
+                raise TypeError(f"ids must be str or int, got {i!r} ({type(i).__name__})")
+        raise TypeError("ids mix str and int: use one type for all of them")
     if len(set(ids)) != len(ids):
         seen = set()
         dup = next(i for i in ids if i in seen or seen.add(i))
@@ -169,12 +168,12 @@ class _SparseRetriever:
         if id_arr is not None and len(id_arr) != n:
             raise ValueError(f"got {len(id_arr)} ids for {n} documents")
         arrays = builder.finish(*self._core_params(), nt)
-        self._install(arrays, id_arr)
+        self._install(arrays, n, id_arr)
         return self
 
-    def _install(self, arrays: dict, ids: Optional[np.ndarray]) -> None:
+    def _install(self, arrays: dict, n_docs: int, ids: Optional[np.ndarray]) -> None:
         method, k1, b, delta, sublinear_tf, smooth_idf = self._core_params()
-        index = _core.SparseIndex(arrays, method, k1, b, delta, sublinear_tf, smooth_idf, self.analyzer._core,
+        index = _core.SparseIndex(arrays, n_docs, method, k1, b, delta, sublinear_tf, smooth_idf, self.analyzer._core,
                                   self.analyzer.stems)
         if ids is not None and len(ids) != index.n_docs:
             raise ValueError(f"index has {index.n_docs} documents but {len(ids)} ids")
@@ -334,7 +333,7 @@ class _SparseRetriever:
                 ids[:] = storage.decode_strings(arrays.pop("ids_data"), arrays.pop("ids_offsets"))
             elif meta["ids"] == "int":
                 ids = np.asarray(arrays.pop("ids_int"))
-            obj._install(arrays, ids)
+            obj._install(arrays, int(meta["n_docs"]), ids)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{os.fspath(path)!r} is not a valid {cls._kind} index: {e}") from e
         return obj

@@ -151,7 +151,6 @@ void bind_sparse(py::module_& m) {
             d["post_weights"] = to_numpy(std::move(a.post_weights));
             d["term_idf"] = to_numpy(std::move(a.term_idf));
             d["term_const"] = to_numpy(std::move(a.term_const));
-            d["doc_len"] = to_numpy(std::move(a.doc_len));
             d["term_data"] = to_numpy<char, uint8_t>(std::move(a.term_data));
             d["term_str_offsets"] = to_numpy(std::move(a.term_str_offsets));
             d["surface_data"] = to_numpy<char, uint8_t>(std::move(a.surface_data));
@@ -163,7 +162,7 @@ void bind_sparse(py::module_& m) {
           py::arg("smooth_idf"), py::arg("threads"));
 
   py::class_<SparseIndex, std::shared_ptr<SparseIndex>>(m, "SparseIndex")
-      .def(py::init([](const py::dict& arrays, const std::string& method, double k1, double b, double delta,
+      .def(py::init([](const py::dict& arrays, size_t n_docs, const std::string& method, double k1, double b, double delta,
                        bool sublinear_tf, bool smooth_idf, std::shared_ptr<Analyzer> analyzer, bool stemming) {
              ScoringParams p = make_params(method, k1, b, delta, sublinear_tf, smooth_idf);
              py::list keep;
@@ -176,10 +175,13 @@ void bind_sparse(py::module_& m) {
              const size_t P = static_cast<size_t>(toff[n_terms]);
              v.post_docs = array_ptr<uint32_t>(arrays, "post_docs", P, keep);
              v.post_weights = array_ptr<float>(arrays, "post_weights", P, keep);
-             v.term_idf = array_ptr<float>(arrays, "term_idf", n_terms, keep);
-             v.term_const = array_ptr<float>(arrays, "term_const", n_terms, keep);
-             array_ptr<uint32_t>(arrays, "doc_len", SIZE_MAX, keep);
-             v.n_docs = py::len(keep[keep.size() - 1]);
+             const bool tfidf = p.scorer == Scorer::tfidf;
+             const bool has_const = p.scorer == Scorer::bm25l || p.scorer == Scorer::bm25plus;
+             v.term_idf = array_ptr<float>(arrays, "term_idf", tfidf ? n_terms : 0, keep);
+             v.term_const = array_ptr<float>(arrays, "term_const", has_const ? n_terms : 0, keep);
+             if (!tfidf) v.term_idf = nullptr;
+             if (!has_const) v.term_const = nullptr;
+             v.n_docs = n_docs;
              const int64_t* tso = array_ptr<int64_t>(arrays, "term_str_offsets", n_terms + 1, keep);
              const size_t tbytes = static_cast<size_t>(tso[n_terms]);
              const uint8_t* tdata = array_ptr<uint8_t>(arrays, "term_data", tbytes, keep);
@@ -207,7 +209,7 @@ void bind_sparse(py::module_& m) {
              }
              return idx;
            }),
-           py::arg("arrays"), py::arg("method"), py::arg("k1"), py::arg("b"), py::arg("delta"),
+           py::arg("arrays"), py::arg("n_docs"), py::arg("method"), py::arg("k1"), py::arg("b"), py::arg("delta"),
            py::arg("sublinear_tf"), py::arg("smooth_idf"), py::arg("analyzer"), py::arg("stemming"))
       .def_property_readonly("n_docs", &SparseIndex::n_docs)
       .def_property_readonly("n_terms", &SparseIndex::n_terms)

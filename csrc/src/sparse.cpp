@@ -219,13 +219,18 @@ SparseArrays SparseBuilder::finish(const ScoringParams& params, int n_threads) {
   for (uint32_t l : doc_len_) total += l;
   Bm25Math m{params, static_cast<double>(N), N ? total / static_cast<double>(N) : 1.0};
   if (m.avgdl <= 0) m.avgdl = 1.0;
-  a.term_idf.resize(T);
-  a.term_const.resize(T);
+  // per-term arrays only where the scorer needs them at query time: idf weights TF-IDF queries,
+  // the non-occurrence constant belongs to bm25l / bm25+
+  const bool tfidf = params.scorer == Scorer::tfidf;
+  const bool has_const = params.scorer == Scorer::bm25l || params.scorer == Scorer::bm25plus;
+  if (tfidf) a.term_idf.resize(T);
+  if (has_const) a.term_const.resize(T);
+  std::vector<double> idf_d(T);
   for (size_t t = 0; t < T; ++t) {
     const double df = static_cast<double>(a.term_offsets[t + 1] - a.term_offsets[t]);
-    const double idf = df > 0 ? m.idf(df) : 0.0;
-    a.term_idf[t] = static_cast<float>(idf);
-    a.term_const[t] = static_cast<float>(m.nonoccurrence(idf));
+    idf_d[t] = df > 0 ? m.idf(df) : 0.0;
+    if (tfidf) a.term_idf[t] = static_cast<float>(idf_d[t]);
+    if (has_const) a.term_const[t] = static_cast<float>(m.nonoccurrence(idf_d[t]));
   }
   std::vector<double> inv_norm;
   if (params.scorer == Scorer::tfidf) {  // l2 norm of each document's tf-idf vector
@@ -234,7 +239,7 @@ SparseArrays SparseBuilder::finish(const ScoringParams& params, int n_threads) {
       for (size_t d = b; d < e; ++d) {
         double s = 0;
         for (uint64_t p = fwd_offsets_[d]; p < fwd_offsets_[d + 1]; ++p) {
-          const double w = m.tfc(fwd_tf_[p], 0) * a.term_idf[fwd_terms_[p]];
+          const double w = m.tfc(fwd_tf_[p], 0) * idf_d[fwd_terms_[p]];
           s += w * w;
         }
         inv_norm[d] = s > 0 ? 1.0 / std::sqrt(s) : 0.0;
@@ -247,7 +252,7 @@ SparseArrays SparseBuilder::finish(const ScoringParams& params, int n_threads) {
     for (size_t t = tb; t < te; ++t) {
       const int64_t b = a.term_offsets[t], e = a.term_offsets[t + 1];
       if (b == e) continue;
-      const double idf = m.idf(static_cast<double>(e - b));
+      const double idf = idf_d[t];
       const double nonocc = m.nonoccurrence(idf);
       for (int64_t p = b; p < e; ++p) {
         const uint32_t d = a.post_docs[p];
@@ -261,7 +266,8 @@ SparseArrays SparseBuilder::finish(const ScoringParams& params, int n_threads) {
       }
     }
   });
-  a.doc_len = std::move(doc_len_);
+  a.n_docs = N;
+  doc_len_.clear();
   a.term_data = terms_.arena();
   a.term_str_offsets = terms_.offsets();
   if (stemming_) {
@@ -326,8 +332,9 @@ void SparseIndex::finish_query(std::vector<std::pair<int32_t, float>>& toks, Que
     const int32_t t = toks[i].first;
     float w = count;
     if (params_.scorer == Scorer::tfidf) {
+      RAGCORE_ASSERT(v_.term_idf);
       w = (params_.sublinear_tf ? 1.0f + std::log(count) : count) * v_.term_idf[t];
-    } else {
+    } else if (v_.term_const) {
       constant += count * v_.term_const[t];
     }
     out.terms.push_back(t);

@@ -40,9 +40,9 @@ struct SparseArrays {
   std::vector<int64_t> term_offsets;  ///< (n_terms + 1,) postings of term t: [off[t], off[t+1])
   std::vector<uint32_t> post_docs;    ///< (n_postings,) ascending doc index within a term
   std::vector<float> post_weights;    ///< (n_postings,) impact of the term in the document
-  std::vector<float> term_idf;        ///< (n_terms,) idf (query weighting of TF-IDF)
-  std::vector<float> term_const;      ///< (n_terms,) score every document gets from the term (bm25l, bm25+)
-  std::vector<uint32_t> doc_len;      ///< (n_docs,) analysed tokens per document
+  std::vector<float> term_idf;        ///< (n_terms,) idf (query weighting), TF-IDF only; else empty
+  std::vector<float> term_const;      ///< (n_terms,) score every document gets from the term, bm25l / bm25+ only; else empty
+  size_t n_docs = 0;
   std::vector<char> term_data;        ///< term strings, arena
   std::vector<int64_t> term_str_offsets;     ///< (n_terms + 1,)
   std::vector<char> surface_data;            ///< surface words (stemming indexes only), arena
@@ -92,8 +92,8 @@ class SparseIndex {
     const int64_t* term_offsets = nullptr;
     const uint32_t* post_docs = nullptr;
     const float* post_weights = nullptr;
-    const float* term_idf = nullptr;
-    const float* term_const = nullptr;
+    const float* term_idf = nullptr;    ///< (n_terms,) or nullptr when the scorer does not need it
+    const float* term_const = nullptr;  ///< (n_terms,) or nullptr
   };
 
   SparseIndex(View view, ScoringParams params, std::shared_ptr<const Analyzer> analyzer,
