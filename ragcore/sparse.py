@@ -382,6 +382,8 @@ class BM25(_SparseRetriever):
             raise ValueError(f"delta must be >= 0, got {delta}")
         if method not in BM25_METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(BM25_METHODS)}")
+        if method == "bm25l" and k1 == 0 and delta == 0:
+            raise ValueError("bm25l with k1=0 and delta=0 scores 0/0; make k1 or delta positive")
         super().__init__(analyzer)
         self.k1, self.b, self.delta, self.method = float(k1), float(b), float(delta), method
 

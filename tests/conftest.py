@@ -20,9 +20,10 @@ try:  # keep hypothesis fast and deterministic across the suite
 
     settings.register_profile(
         "ragcore",
-        max_examples=int(os.environ.get("RAGCORE_HYPOTHESIS_EXAMPLES", "150")),
+        max_examples=int(os.environ.get("RAGCORE_HYPOTHESIS_EXAMPLES", "100")),
         deadline=None,
         derandomize=True,
+        database=None,  # nothing written into the work tree
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         print_blob=True,
     )

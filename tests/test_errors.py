@@ -126,6 +126,15 @@ def test_duplicate_ids(engine, dup):
     assert_unchanged(engine, snap)
 
 
+@pytest.mark.parametrize("ids", [["a", 1, "c"], [1, "b", 3], [1.5, 2.5, 3.5], [None, "b", "c"], [True, False, 2]])
+def test_bad_id_types(engine, ids):
+    """ids are all str or all int: anything else is a TypeError (not e.g. a leaked StopIteration)."""
+    snap = snapshot(engine)
+    with pytest.raises(TypeError):
+        engine.index(["aa bb", "cc dd", "ee ff"], ids=ids)
+    assert_unchanged(engine, snap)
+
+
 @pytest.mark.parametrize("bad", [3, None, 4.5, {"text": "x"}])
 def test_non_string_document(engine, bad):
     snap = snapshot(engine)

@@ -201,7 +201,7 @@ def test_large_index_single_query_threads_and_reference():
     rng = random.Random(7)
     vocab = [f"w{i}" for i in range(3000)]
     weights = [1.0 / (r + 1) for r in range(len(vocab))]
-    docs = [rng.choices(vocab, weights=weights, k=rng.randint(1, 12)) for _ in range(30001)]
+    docs = [rng.choices(vocab, weights=weights, k=rng.randint(1, 12)) for _ in range(20001)]
     queries = [["w0", "w1500"], ["w3", "w77", "w2999", "w1"], ["w12"], ["w0", "w1", "w2"], ["w2500", "w2501"]]
     for method in ("lucene", "bm25+"):
         bm25 = rc.BM25(method=method).index(docs)
@@ -215,3 +215,18 @@ def test_large_index_single_query_threads_and_reference():
                 np.testing.assert_array_equal(a.scores, b.scores)
             hits = bm25.search(queries, k=k, threads=2)
             assert_hits_match(hits, ref_scores, ref_matching, k, what=f"large {method} k={k}")
+
+
+def test_concurrent_searches_from_python_threads(corpus1000):
+    """The GIL is released around kernels: concurrent searches on one index must not share scratch state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = corpus1000
+    for eng in (rc.BM25(method="bm25l").index(c.tokens), rc.TfIdf().index(c.tokens)):
+        expected = [eng.search([q], k=20, threads=1) for q in c.queries]
+        jobs = [(qi, t) for _ in range(6) for qi in range(len(c.queries)) for t in (1, 2)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(lambda job: eng.search([c.queries[job[0]]], k=20, threads=job[1]), jobs))
+        for (qi, _), h in zip(jobs, results):
+            np.testing.assert_array_equal(h.indices, expected[qi].indices)
+            np.testing.assert_array_equal(h.scores, expected[qi].scores)

@@ -33,9 +33,13 @@ SparseBuilder::SparseBuilder(std::shared_ptr<const Analyzer> analyzer, bool stem
 }
 
 namespace {
+// What a worker produces for a chunk of documents: token ids looked up in the vocabulary as it was
+// before the batch (read-only, so workers need no lock), and the words it did not know (misses),
+// which the serial pass inserts in document order: ids never depend on the thread count.
 struct ChunkTokens {
-  std::string arena;
-  std::vector<uint32_t> lens;      // per token
+  std::vector<int32_t> ids;        // per token; -1 for a miss
+  std::string miss_arena;          // the missed words, concatenated
+  std::vector<uint32_t> miss_len;  // per miss
   std::vector<uint32_t> doc_ntok;  // per document of the chunk
 };
 constexpr size_t kDocChunk = 256;
@@ -46,7 +50,8 @@ void SparseBuilder::add_batch(const std::vector<DocInput>& docs, int n_threads) 
   const size_t n = docs.size();
   const size_t n_chunks = (n + kDocChunk - 1) / kDocChunk;
   std::vector<ChunkTokens> chunks(n_chunks);
-  // 1. analyse in parallel (analysed text only; pre-tokenized documents are taken as-is)
+  const StringMap& text_map = stemming_ ? surface_ : terms_;
+  // 1. analyse and look up in parallel (pre-tokenized documents are handled in the serial pass)
   parallel_for(n_chunks, n_threads, 1, [&](int, size_t cb, size_t ce) {
     std::string buf;
     for (size_t c = cb; c < ce; ++c) {
@@ -57,35 +62,42 @@ void SparseBuilder::add_batch(const std::vector<DocInput>& docs, int n_threads) 
           ct.doc_ntok.push_back(0);
           continue;
         }
-        uint32_t count = 0;
+        const size_t before = ct.ids.size();
         analyzer_->tokenize(docs[d].text.data(), docs[d].text.size(), buf, [&](std::string_view tok) {
-          ct.arena.append(tok.data(), tok.size());
-          ct.lens.push_back(static_cast<uint32_t>(tok.size()));
-          ++count;
+          const int64_t id = text_map.find(tok);
+          ct.ids.push_back(static_cast<int32_t>(id));
+          if (id < 0) {
+            ct.miss_arena.append(tok.data(), tok.size());
+            ct.miss_len.push_back(static_cast<uint32_t>(tok.size()));
+          }
         });
-        ct.doc_ntok.push_back(count);
+        ct.doc_ntok.push_back(static_cast<uint32_t>(ct.ids.size() - before));
       }
     }
   });
-  // 2. map tokens to ids serially, in document order (ids do not depend on the thread count)
+  // 2. serially, in document order: insert the misses, take pre-tokenized documents as-is
+  StringMap& map = stemming_ ? surface_ : terms_;
   batch_offsets_.assign(1, 0);
   batch_ids_.clear();
   batch_is_surface_.assign(n, 0);
   for (size_t c = 0; c < n_chunks; ++c) {
-    const ChunkTokens& ct = chunks[c];
-    size_t pos = 0, tok = 0;
+    ChunkTokens& ct = chunks[c];
+    size_t tok = 0, miss = 0, pos = 0;
     const size_t db = c * kDocChunk;
     for (size_t j = 0; j < ct.doc_ntok.size(); ++j) {
       const DocInput& doc = docs[db + j];
       if (doc.pretokenized) {
         for (std::string_view t : doc.tokens) batch_ids_.push_back(static_cast<int32_t>(terms_.insert(t).first));
       } else {
-        StringMap& map = stemming_ ? surface_ : terms_;
         batch_is_surface_[db + j] = stemming_ ? 1 : 0;
         for (uint32_t m = 0; m < ct.doc_ntok[j]; ++m, ++tok) {
-          const uint32_t len = ct.lens[tok];
-          batch_ids_.push_back(static_cast<int32_t>(map.insert(std::string_view(ct.arena.data() + pos, len)).first));
-          pos += len;
+          int32_t id = ct.ids[tok];
+          if (id < 0) {
+            const uint32_t len = ct.miss_len[miss++];
+            id = static_cast<int32_t>(map.insert(std::string_view(ct.miss_arena.data() + pos, len)).first);
+            pos += len;
+          }
+          batch_ids_.push_back(id);
         }
       }
       batch_offsets_.push_back(batch_ids_.size());

@@ -57,11 +57,13 @@ class StringMap {
   int64_t find(std::string_view k) const { return find_hashed(k, hash_bytes(k.data(), k.size())); }
 
   int64_t find_hashed(std::string_view k, uint64_t h) const {
-    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    const uint32_t tag = make_tag(h, k.size());
+    const uint64_t pre = prefix(k);
     for (size_t s = h & mask_;; s = (s + 1) & mask_) {
       const Slot& sl = slots_[s];
       if (sl.id < 0) return -1;
-      if (sl.tag == tag && key(sl.id) == k) return sl.id;
+      // keys of up to 8 bytes are decided in the slot itself (one cache line, no arena access)
+      if (sl.tag == tag && sl.prefix == pre && (k.size() <= 8 || key(sl.id) == k)) return sl.id;
     }
   }
 
@@ -95,21 +97,32 @@ class StringMap {
 
  private:
   struct Slot {
-    uint32_t tag;
-    int32_t id;
+    uint64_t prefix;  // first 8 bytes of the key, zero-padded
+    uint32_t tag;     // hash bits mixed with the key length
+    int32_t id;       // -1: empty
   };
 
+  static uint64_t prefix(std::string_view k) {
+    uint64_t p = 0;
+    std::memcpy(&p, k.data(), k.size() < 8 ? k.size() : 8);
+    return p;
+  }
+  static uint32_t make_tag(uint64_t h, size_t len) {
+    return static_cast<uint32_t>(h >> 32) ^ static_cast<uint32_t>(len * 0x9E3779B1u);
+  }
+
   void place(uint64_t h, int32_t id) {
+    const std::string_view k = key(id);
     for (size_t s = h & mask_;; s = (s + 1) & mask_) {
       if (slots_[s].id < 0) {
-        slots_[s] = Slot{static_cast<uint32_t>(h >> 32), id};
+        slots_[s] = Slot{prefix(k), make_tag(h, k.size()), id};
         return;
       }
     }
   }
 
   void rehash(size_t cap) {
-    slots_.assign(cap, Slot{0, -1});
+    slots_.assign(cap, Slot{0, 0, -1});
     mask_ = cap - 1;
     for (size_t i = 0; i < hashes_.size(); ++i) place(hashes_[i], static_cast<int32_t>(i));
   }
