@@ -67,18 +67,10 @@ const T* array_ptr(const py::dict& arrays, const char* name, size_t expected, py
   return static_cast<const T*>(a.data());
 }
 
-py::tuple run_search(const SparseIndex& idx, const SparseIndex::Queries& q, size_t k, const uint8_t* mask,
-                     int threads) {
-  const size_t nq = q.offsets.size() - 1;
-  py::array_t<int64_t> indices({nq, k});
-  py::array_t<float> scores({nq, k});
-  int64_t* ip = indices.mutable_data();
-  float* sp = scores.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    idx.search(q, k, mask, threads, ip, sp);
-  }
-  return py::make_tuple(indices, scores);
+py::list str_list_out(const std::vector<std::string>& words) {
+  py::list out(words.size());
+  for (size_t i = 0; i < words.size(); ++i) out[i] = to_str(words[i]);
+  return out;
 }
 
 }  // namespace
@@ -220,18 +212,18 @@ void bind_sparse(py::module_& m) {
             auto texts = str_list(fast_seq(queries, "queries"), hold, "query");
             py::array keep;
             const uint8_t* mp = mask_ptr(mask, idx.n_docs(), keep);
-            SparseIndex::Queries q;
+            RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
+            py::array_t<int64_t> indices({texts.size(), k});
+            py::array_t<float> scores({texts.size(), k});
+            int64_t* ip = indices.mutable_data();
+            float* sp = scores.mutable_data();
             std::vector<std::string> missing;
             {
               py::gil_scoped_release nogil;
-              missing = idx.prepare_text(texts, q, threads);
+              missing = idx.search_text(texts, k, mp, threads, ip, sp);
             }
-            if (!missing.empty()) {
-              py::list out(missing.size());
-              for (size_t i = 0; i < missing.size(); ++i) out[i] = to_str(missing[i]);
-              return std::move(out);
-            }
-            return run_search(idx, q, k, mp, threads);
+            if (!missing.empty()) return str_list_out(missing);
+            return py::make_tuple(indices, scores);
           },
           py::arg("queries"), py::arg("k"), py::arg("mask"), py::arg("threads"),
           "Top-k of text queries -> (indices, scores); or, for a stemming index, the list of words to stem "
@@ -250,9 +242,16 @@ void bind_sparse(py::module_& m) {
             }
             py::array keep;
             const uint8_t* mp = mask_ptr(mask, idx.n_docs(), keep);
-            SparseIndex::Queries q;
-            idx.prepare_tokens(qs, q);
-            return run_search(idx, q, k, mp, threads);
+            RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
+            py::array_t<int64_t> indices({qs.size(), k});
+            py::array_t<float> scores({qs.size(), k});
+            int64_t* ip = indices.mutable_data();
+            float* sp = scores.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              idx.search_tokens(qs, k, mp, threads, ip, sp);
+            }
+            return py::make_tuple(indices, scores);
           },
           py::arg("queries"), py::arg("k"), py::arg("mask"), py::arg("threads"))
       .def(
@@ -261,15 +260,14 @@ void bind_sparse(py::module_& m) {
             std::vector<py::object> hold;
             std::string_view v;
             RAGCORE_CHECK_TYPE(utf8_view(text.ptr(), v, hold), "query must be str, got " << type_name(text.ptr()));
-            SparseIndex::Queries q;
-            auto missing = idx.prepare_text({v}, q, 1);
-            if (!missing.empty()) {
-              py::list out(missing.size());
-              for (size_t i = 0; i < missing.size(); ++i) out[i] = to_str(missing[i]);
-              return std::move(out);
-            }
             py::array_t<float> out(idx.n_docs());
-            idx.dense_scores(q, out.mutable_data());
+            float* op = out.mutable_data();
+            std::vector<std::string> missing;
+            {
+              py::gil_scoped_release nogil;
+              missing = idx.dense_scores_text(v, op);
+            }
+            if (!missing.empty()) return str_list_out(missing);
             return std::move(out);
           },
           py::arg("text"), "Scores of every document for one text query (or the words to stem first).")
@@ -278,10 +276,12 @@ void bind_sparse(py::module_& m) {
           [](const SparseIndex& idx, py::handle tokens) {
             std::vector<py::object> hold;
             auto toks = str_list(fast_seq(tokens, "query"), hold, "token");
-            SparseIndex::Queries q;
-            idx.prepare_tokens({toks}, q);
             py::array_t<float> out(idx.n_docs());
-            idx.dense_scores(q, out.mutable_data());
+            float* op = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              idx.dense_scores_tokens(toks, op);
+            }
             return out;
           },
           py::arg("tokens"))

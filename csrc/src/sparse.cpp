@@ -363,41 +363,52 @@ void SparseIndex::finish_query(std::vector<std::pair<int32_t, float>>& toks, Que
   out.constants.push_back(constant);
 }
 
-std::vector<std::string> SparseIndex::prepare_text(const std::vector<std::string_view>& texts, Queries& out,
-                                                   int /*n_threads*/) const {
-  std::vector<std::string> missing;
-  std::vector<std::pair<int32_t, float>> toks;
-  std::string buf;
-  std::shared_lock<std::shared_mutex> lock(cache_mutex_, std::defer_lock);
-  if (stemming_) lock.lock();
-  for (std::string_view text : texts) {
-    toks.clear();
-    analyzer_->tokenize(text.data(), text.size(), buf, [&](std::string_view w) {
-      int64_t t;
-      if (!stemming_) {
-        t = terms_.find(w);
+bool SparseIndex::prepare_one_text(std::string_view text, Queries& out, std::string& buf,
+                                   std::vector<std::pair<int32_t, float>>& toks,
+                                   std::vector<std::string>* missing) const {
+  toks.clear();
+  bool complete = true;
+  analyzer_->tokenize(text.data(), text.size(), buf, [&](std::string_view w) {
+    int64_t t;
+    if (!stemming_) {
+      t = terms_.find(w);
+    } else {
+      const int64_t sid = surface_.find(w);
+      if (sid >= 0) {
+        t = surface_term_[sid];
       } else {
-        const int64_t s = surface_.find(w);
-        if (s >= 0) {
-          t = surface_term_[s];
-        } else {
-          const int64_t c = qcache_.find(w);
-          if (c < 0) {
-            missing.emplace_back(w);
-            return;
-          }
-          t = qcache_term_[c];
+        const int64_t c = qcache_.find(w);  // the caller holds cache_mutex_ shared
+        if (c < 0) {
+          complete = false;
+          if (missing) missing->emplace_back(w);
+          return;
         }
+        t = qcache_term_[c];
       }
-      if (t >= 0) toks.emplace_back(static_cast<int32_t>(t), 1.0f);
-    });
-    if (missing.empty()) finish_query(toks, out);
+    }
+    if (t >= 0) toks.emplace_back(static_cast<int32_t>(t), 1.0f);
+  });
+  if (!complete) return false;
+  out.offsets.assign(1, 0);
+  out.terms.clear();
+  out.weights.clear();
+  out.constants.clear();
+  finish_query(toks, out);
+  return true;
+}
+
+void SparseIndex::prepare_one_tokens(const std::vector<std::string_view>& tokens, Queries& out,
+                                     std::vector<std::pair<int32_t, float>>& toks) const {
+  toks.clear();
+  for (std::string_view w : tokens) {
+    const int64_t t = terms_.find(w);
+    if (t >= 0) toks.emplace_back(static_cast<int32_t>(t), 1.0f);
   }
-  if (!missing.empty()) {
-    std::sort(missing.begin(), missing.end());
-    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
-  }
-  return missing;
+  out.offsets.assign(1, 0);
+  out.terms.clear();
+  out.weights.clear();
+  out.constants.clear();
+  finish_query(toks, out);
 }
 
 void SparseIndex::add_surface_words(const std::vector<std::string_view>& words,
@@ -414,18 +425,6 @@ void SparseIndex::add_surface_words(const std::vector<std::string_view>& words,
     const int64_t t = stems[i].empty() ? -1 : terms_.find(stems[i]);
     if (inserted) qcache_term_.push_back(static_cast<int32_t>(t));
     else qcache_term_[id] = static_cast<int32_t>(t);
-  }
-}
-
-void SparseIndex::prepare_tokens(const std::vector<std::vector<std::string_view>>& queries, Queries& out) const {
-  std::vector<std::pair<int32_t, float>> toks;
-  for (const auto& q : queries) {
-    toks.clear();
-    for (std::string_view w : q) {
-      const int64_t t = terms_.find(w);
-      if (t >= 0) toks.emplace_back(static_cast<int32_t>(t), 1.0f);
-    }
-    finish_query(toks, out);
   }
 }
 
@@ -537,6 +536,7 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
   for (uint32_t bs = 0; bs < n_docs; bs += kBlockDocs) {
     const uint32_t be = std::min(n_docs, bs + kBlockDocs);
     const size_t wb = bs / 64, we = (be + 63) / 64;
+    top.tighten();
     float theta = top.threshold();
     size_t ne = n_essential(theta);
     if (ne == 0) continue;  // nothing in this block can enter the top-k
@@ -564,12 +564,15 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
       if (j + 1 < ne && attempts < 2 && !top_full) {
         double rest = 0;
         for (size_t r = j + 1; r < ne; ++r) rest += double(off[s.terms[r].t + 1] - s.cursor[r]) * block_frac;
-        if (rest > 2.0 * double(done) + 64) {
+        // an attempt costs a pass over the touched documents (<= done); it pays when the
+        // remaining lists are much longer
+        if (rest > 4.0 * double(done) + 2048) {
           ++attempts;
           s.top2 = top;
           for_each_set(seen, seen2, wb, we, false, [&](uint32_t d) {
             if (!mask || mask[d]) s.top2.push(acc[d] + c, d);
           });
+          s.top2.tighten();
           theta = s.top2.threshold();
           ne = std::max(j + 1, n_essential(theta));
         }
@@ -640,24 +643,51 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
   }
 }
 
-void SparseIndex::search(const Queries& q, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
-                         float* scores) const {
+template <class Prepare>
+void SparseIndex::run_queries(size_t nq, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
+                              float* scores, Prepare&& prepare) const {
   RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
-  const size_t nq = q.offsets.size() - 1;
-  RAGCORE_ASSERT(q.constants.size() == nq);
   const size_t chunk = std::max<size_t>(1, nq / (8 * static_cast<size_t>(std::max(n_threads, 1))));
-  parallel_for(nq, n_threads, chunk, [&](int, size_t qb, size_t qe) {
+  parallel_for(nq, n_threads, chunk, [&](int w, size_t qb, size_t qe) {
     auto scratch = acquire();
     TopK top(k);
     for (size_t i = qb; i < qe; ++i) {
-      search_one(q, i, k, mask, *scratch, top);
+      if (!prepare(w, i, *scratch)) continue;
+      search_one(scratch->q, 0, k, mask, *scratch, top);
       top.write(indices + i * k, scores + i * k);
     }
     release(std::move(scratch));
   });
 }
 
-void SparseIndex::dense_scores(const Queries& q, float* out) const {
+std::vector<std::string> SparseIndex::search_text(const std::vector<std::string_view>& texts, size_t k,
+                                                  const uint8_t* mask, int n_threads, int64_t* indices,
+                                                  float* scores) const {
+  std::shared_lock<std::shared_mutex> lock(cache_mutex_, std::defer_lock);
+  if (stemming_) lock.lock();
+  const int workers = std::max(n_threads, 1);
+  std::vector<std::vector<std::string>> missing(static_cast<size_t>(workers));
+  run_queries(texts.size(), k, mask, n_threads, indices, scores, [&](int w, size_t i, Scratch& s) {
+    return prepare_one_text(texts[i], s.q, s.buf, s.toks, &missing[static_cast<size_t>(w)]);
+  });
+  std::vector<std::string> all;
+  for (auto& m : missing) all.insert(all.end(), std::make_move_iterator(m.begin()), std::make_move_iterator(m.end()));
+  if (!all.empty()) {
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+  }
+  return all;
+}
+
+void SparseIndex::search_tokens(const std::vector<std::vector<std::string_view>>& queries, size_t k,
+                                const uint8_t* mask, int n_threads, int64_t* indices, float* scores) const {
+  run_queries(queries.size(), k, mask, n_threads, indices, scores, [&](int, size_t i, Scratch& s) {
+    prepare_one_tokens(queries[i], s.q, s.toks);
+    return true;
+  });
+}
+
+void SparseIndex::dense_scores_prepared(const Queries& q, float* out) const {
   RAGCORE_ASSERT(q.offsets.size() >= 2);
   // same order of additions as search(): terms by decreasing upper bound, then the constant
   std::vector<std::pair<float, int64_t>> order;
@@ -676,6 +706,29 @@ void SparseIndex::dense_scores(const Queries& q, float* out) const {
     }
   }
   for (size_t d = 0; d < v_.n_docs; ++d) out[d] = hit[d] ? acc[d] + q.constants[0] : q.constants[0];
+}
+
+std::vector<std::string> SparseIndex::dense_scores_text(std::string_view text, float* out) const {
+  std::shared_lock<std::shared_mutex> lock(cache_mutex_, std::defer_lock);
+  if (stemming_) lock.lock();
+  Queries q;
+  std::string buf;
+  std::vector<std::pair<int32_t, float>> toks;
+  std::vector<std::string> missing;
+  if (!prepare_one_text(text, q, buf, toks, &missing)) {
+    std::sort(missing.begin(), missing.end());
+    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+    return missing;
+  }
+  dense_scores_prepared(q, out);
+  return {};
+}
+
+void SparseIndex::dense_scores_tokens(const std::vector<std::string_view>& tokens, float* out) const {
+  Queries q;
+  std::vector<std::pair<int32_t, float>> toks;
+  prepare_one_tokens(tokens, q, toks);
+  dense_scores_prepared(q, out);
 }
 
 }  // namespace ragcore

@@ -115,28 +115,34 @@ class SparseIndex {
     std::vector<float> constants;  ///< per query: added to the score of every matching document
   };
 
-  /// Analyse text queries into `out`. With stemming, words neither in the vocabulary nor in the
-  /// query cache are returned (unique) and `out` is left incomplete: stem them, add_surface_words, retry.
-  std::vector<std::string> prepare_text(const std::vector<std::string_view>& texts, Queries& out,
-                                        int n_threads) const;
-  /// Pre-tokenized queries: tokens are looked up as terms, as-is.
-  void prepare_tokens(const std::vector<std::vector<std::string_view>>& queries, Queries& out) const;
+  /// Top-k of text queries (analysed with the index's analyzer), in parallel over queries:
+  /// indices (n_queries, k) and scores (n_queries, k), row-major, best first, -1 / -inf padding.
+  /// mask: (n_docs,) bytes, nonzero = allowed, or nullptr. With stemming, words neither in the
+  /// vocabulary nor in the query cache are returned (unique, sorted) and the outputs of the queries
+  /// that contain them are left unwritten: stem them, add_surface_words, and search again.
+  std::vector<std::string> search_text(const std::vector<std::string_view>& texts, size_t k, const uint8_t* mask,
+                                       int n_threads, int64_t* indices, float* scores) const;
+  /// Same for pre-tokenized queries: tokens are looked up as terms, as-is.
+  void search_tokens(const std::vector<std::vector<std::string_view>>& queries, size_t k, const uint8_t* mask,
+                     int n_threads, int64_t* indices, float* scores) const;
   /// Remember the stems of query words (stemming indexes); bounded cache.
   void add_surface_words(const std::vector<std::string_view>& words, const std::vector<std::string_view>& stems);
 
-  /// Top-k for every query: indices (n_queries, k) and scores (n_queries, k), row-major, best first,
-  /// -1 / -inf padding. mask: (n_docs,) bytes, nonzero = allowed, or nullptr.
-  void search(const Queries& q, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
-              float* scores) const;
-
-  /// Score of every document for query 0 of q: out (n_docs,), documents without any query term
-  /// get the query's constant (non-zero for bm25l / bm25+ only).
-  void dense_scores(const Queries& q, float* out) const;
+  /// Score of every document for one query: out (n_docs,); documents without any query term get
+  /// the query's constant (non-zero for bm25l / bm25+ only). Impacts are added in the order
+  /// search uses. The text form returns the words to stem first, as search_text does.
+  std::vector<std::string> dense_scores_text(std::string_view text, float* out) const;
+  void dense_scores_tokens(const std::vector<std::string_view>& tokens, float* out) const;
 
   std::string_view term(size_t id) const { return terms_.key(id); }
 
  private:
   void finish_query(std::vector<std::pair<int32_t, float>>& toks, Queries& out) const;
+  bool prepare_one_text(std::string_view text, Queries& out, std::string& buf,
+                        std::vector<std::pair<int32_t, float>>& toks, std::vector<std::string>* missing) const;
+  void prepare_one_tokens(const std::vector<std::string_view>& tokens, Queries& out,
+                          std::vector<std::pair<int32_t, float>>& toks) const;
+  void dense_scores_prepared(const Queries& q, float* out) const;
   struct Scratch {
     std::vector<float> acc;        // (n_docs,) all zero between queries
     std::vector<uint64_t> seen;    // (ceil(n_docs / 64),) documents touched by the query, all zero between queries
@@ -151,7 +157,13 @@ class SparseIndex {
     std::vector<float> suffix;     // suffix sums of the terms' upper bounds
     std::vector<int64_t> cursor;   // per term: next posting to read
     TopK top2{1};                  // scratch copy of the running top-k
+    Queries q;                     // the query being searched
+    std::string buf;
+    std::vector<std::pair<int32_t, float>> toks;
   };
+  template <class Prepare>
+  void run_queries(size_t nq, size_t k, const uint8_t* mask, int n_threads, int64_t* indices, float* scores,
+                   Prepare&& prepare) const;
   void search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s, TopK& top) const;
   std::unique_ptr<Scratch> acquire() const;
   void release(std::unique_ptr<Scratch> s) const;

@@ -1,5 +1,9 @@
 // The top-k selector shared by sparse and dense search: keeps the k best (score, index) pairs,
 // best = higher score, ties broken by the lower index, so results are deterministic everywhere.
+//
+// Candidates below the running threshold are rejected with one compare; the others go to a buffer
+// of up to 2k items which, when full, is cut back to its best k by nth_element (amortised O(1)
+// per accepted candidate, cheaper than a heap for k in the hundreds).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -10,38 +14,42 @@ namespace ragcore {
 
 class TopK {
  public:
-  explicit TopK(size_t k) : k_(k) { heap_.reserve(std::min<size_t>(k, 4096)); }
+  explicit TopK(size_t k) : k_(k), cap_(std::max<size_t>(2 * k, 32)) {
+    buf_.reserve(std::min<size_t>(cap_, 8192));
+  }
 
   void reset() {
-    heap_.clear();
+    buf_.clear();
     thr_ = -std::numeric_limits<float>::infinity();
   }
   size_t k() const { return k_; }
 
-  /// Lowest score that can still enter (-inf until k items are held).
+  /// Lowest score that can still enter (-inf until k items are held): a candidate with a lower
+  /// score is certainly not in the top-k.
   float threshold() const { return thr_; }
 
+  /// Make threshold() exact: the k-th best score held (when k are held).
+  void tighten() {
+    if (buf_.size() >= k_) compact();
+  }
+
   inline void push(float score, int64_t index) {
-    if (score < thr_) return;  // the common case once the heap is full: one compare
-    if (heap_.size() < k_) {
-      heap_.push_back({score, index});
-      std::push_heap(heap_.begin(), heap_.end(), better);
-      if (heap_.size() == k_) thr_ = heap_.front().score;
-    } else if (better({score, index}, heap_.front())) {
-      std::pop_heap(heap_.begin(), heap_.end(), better);
-      heap_.back() = {score, index};
-      std::push_heap(heap_.begin(), heap_.end(), better);
-      thr_ = heap_.front().score;
-    }
+    if (score < thr_) return;
+    buf_.push_back({score, index});
+    if (buf_.size() >= cap_) compact();
   }
 
   /// Write the k results best first: indices (k,) and scores (k,), padded with -1 / -inf.
   void write(int64_t* indices, float* scores) {
-    std::sort(heap_.begin(), heap_.end(), better);
+    if (buf_.size() > k_) {
+      std::nth_element(buf_.begin(), buf_.begin() + k_, buf_.end(), better);
+      buf_.resize(k_);
+    }
+    std::sort(buf_.begin(), buf_.end(), better);
     size_t i = 0;
-    for (; i < heap_.size(); ++i) {
-      indices[i] = heap_[i].index;
-      scores[i] = heap_[i].score;
+    for (; i < buf_.size(); ++i) {
+      indices[i] = buf_[i].index;
+      scores[i] = buf_[i].score;
     }
     for (; i < k_; ++i) {
       indices[i] = -1;
@@ -54,13 +62,19 @@ class TopK {
     float score;
     int64_t index;
   };
-  // a "better" than b; as a heap comparator this keeps the worst item at the front.
-  static bool better(const Item& a, const Item& b) {
+  static inline bool better(const Item& a, const Item& b) {
     return a.score > b.score || (a.score == b.score && a.index < b.index);
   }
-  size_t k_;
-  std::vector<Item> heap_;
-  float thr_ = -std::numeric_limits<float>::infinity();  // score of the worst held item once full
+  void compact() {
+    // keep the best k; the k-th best score becomes the threshold (items equal to it may still
+    // enter: a lower index wins the tie)
+    std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end(), better);
+    thr_ = buf_[k_ - 1].score;
+    buf_.resize(k_);
+  }
+  size_t k_, cap_;
+  std::vector<Item> buf_;
+  float thr_ = -std::numeric_limits<float>::infinity();
 };
 
 }  // namespace ragcore
