@@ -303,6 +303,11 @@ class _SparseRetriever:
         meta = {"params": self._params(), "analyzer": self.analyzer.to_config(),
                 "n_docs": int(self._index.n_docs), "n_terms": int(self._index.n_terms), "ids": None}
         arrays = {k: np.asarray(v) for k, v in self._arrays.items()}
+        # The word -> stem map of a stemming index is not saved: the stems are the vocabulary, and a
+        # loaded index stems each new query word once (then caches it), as bm25s stems its queries.
+        arrays["surface_data"] = np.empty(0, np.uint8)
+        arrays["surface_offsets"] = np.zeros(1, np.int64)
+        arrays["surface_term"] = np.empty(0, np.int32)
         if self.ids is not None:
             if self.ids.dtype == object:
                 meta["ids"] = "str"
