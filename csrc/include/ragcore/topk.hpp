@@ -1,9 +1,10 @@
 // The top-k selector shared by sparse and dense search: keeps the k best (score, index) pairs,
 // best = higher score, ties broken by the lower index, so results are deterministic everywhere.
 //
-// Candidates below the running threshold are rejected with one compare; the others go to a buffer
-// of up to 2k items which, when full, is cut back to its best k by nth_element (amortised O(1)
-// per accepted candidate, cheaper than a heap for k in the hundreds).
+// Candidates below the running threshold are rejected with one compare. For small k the held items
+// stay sorted (insertion into at most 32 items: the threshold is always exact); for larger k they
+// go to a buffer of up to 2k items which, when full, is cut back to its best k by nth_element
+// (amortised O(1) per accepted candidate, cheaper than a heap for k in the hundreds).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -14,7 +15,7 @@ namespace ragcore {
 
 class TopK {
  public:
-  explicit TopK(size_t k) : k_(k), cap_(std::max<size_t>(2 * k, 32)) {
+  explicit TopK(size_t k) : k_(k), cap_(std::max<size_t>(2 * k, 32)), small_(k <= kSmall) {
     buf_.reserve(std::min<size_t>(cap_, 8192));
   }
 
@@ -30,22 +31,39 @@ class TopK {
 
   /// Make threshold() exact: the k-th best score held (when k are held).
   void tighten() {
-    if (buf_.size() >= k_) compact();
+    if (!small_ && buf_.size() >= k_) compact();
   }
 
   inline void push(float score, int64_t index) {
     if (score < thr_) return;
+    if (small_) {
+      const Item x{score, index};
+      size_t n = buf_.size();
+      if (n == k_) {
+        if (!better(x, buf_[n - 1])) return;
+        --n;
+      } else {
+        buf_.push_back(x);
+      }
+      while (n > 0 && better(x, buf_[n - 1])) {
+        buf_[n] = buf_[n - 1];
+        --n;
+      }
+      buf_[n] = x;
+      if (buf_.size() == k_) thr_ = buf_.back().score;
+      return;
+    }
     buf_.push_back({score, index});
     if (buf_.size() >= cap_) compact();
   }
 
   /// Write the k results best first: indices (k,) and scores (k,), padded with -1 / -inf.
   void write(int64_t* indices, float* scores) {
-    if (buf_.size() > k_) {
+    if (!small_ && buf_.size() > k_) {
       std::nth_element(buf_.begin(), buf_.begin() + k_, buf_.end(), better);
       buf_.resize(k_);
     }
-    std::sort(buf_.begin(), buf_.end(), better);
+    if (!small_) std::sort(buf_.begin(), buf_.end(), better);
     size_t i = 0;
     for (; i < buf_.size(); ++i) {
       indices[i] = buf_[i].index;
@@ -72,7 +90,9 @@ class TopK {
     thr_ = buf_[k_ - 1].score;
     buf_.resize(k_);
   }
+  static constexpr size_t kSmall = 32;
   size_t k_, cap_;
+  bool small_;
   std::vector<Item> buf_;
   float thr_ = -std::numeric_limits<float>::infinity();
 };
