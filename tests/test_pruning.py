@@ -88,6 +88,10 @@ def test_pruned_topk_across_blocks(kind):
         for flt in (None, allowed):
             hits = eng.search(queries, k=k, filter=flt, threads=1)
             for qi, q in enumerate(queries):
+                # one query with two threads splits the blocks between them: same result
+                one = eng.search([q], k=k, filter=flt, threads=2)
+                np.testing.assert_array_equal(one.indices[0], hits.indices[qi])
+                np.testing.assert_array_equal(one.scores[0], hits.scores[qi])
                 qs = set(q)
                 matched = np.array([not s.isdisjoint(qs) for s in sets])
                 idx, sc = exhaustive_topk(eng.get_scores(q), matched, k, flt)

@@ -461,6 +461,7 @@ namespace {
 // relative slack on bounds so float rounding can never prune a document that belongs in the top-k
 constexpr float kBoundSlack = 1e-5f;
 constexpr uint32_t kBlockDocs = uint32_t{1} << 15;  // 128 KiB of float accumulator per block
+constexpr int64_t kSplitMinPostings = 98304;  // one query over several threads from here (thread start ~50 us)
 
 inline int64_t gallop(const uint32_t* a, int64_t lo, int64_t hi, uint32_t x) {
   // first position in [lo, hi) with a[pos] >= x
@@ -496,8 +497,8 @@ inline void for_each_set(uint64_t* words, uint64_t* summary, size_t wb, size_t w
 }
 }  // namespace
 
-void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s,
-                             TopK& top) const {
+void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s, TopK& top,
+                             uint32_t doc_begin, uint32_t doc_end) const {
   float* acc = s.acc.data();
   uint64_t* seen = s.seen.data();
   uint64_t* seen2 = s.seen2.data();
@@ -505,6 +506,8 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
   const float* pw = v_.post_weights;
   const int64_t* off = v_.term_offsets;
   const uint32_t n_docs = static_cast<uint32_t>(v_.n_docs);
+  doc_end = std::min(doc_end, n_docs);
+  RAGCORE_ASSERT(doc_begin % kBlockDocs == 0);
   // terms by decreasing upper bound (ties: lower term id)
   s.terms.clear();
   for (int64_t j = q.offsets[i]; j < q.offsets[i + 1]; ++j) {
@@ -533,8 +536,8 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
     while (ne > 0 && !bound_ok(0.0f, ne - 1, theta)) --ne;
     return ne;
   };
-  for (uint32_t bs = 0; bs < n_docs; bs += kBlockDocs) {
-    const uint32_t be = std::min(n_docs, bs + kBlockDocs);
+  for (uint32_t bs = doc_begin; bs < doc_end; bs += kBlockDocs) {
+    const uint32_t be = std::min(doc_end, bs + kBlockDocs);
     const size_t wb = bs / 64, we = (be + 63) / 64;
     top.tighten();
     float theta = top.threshold();
@@ -647,6 +650,41 @@ template <class Prepare>
 void SparseIndex::run_queries(size_t nq, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
                               float* scores, Prepare&& prepare) const {
   RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
+  const size_t n_blocks = (v_.n_docs + kBlockDocs - 1) / kBlockDocs;
+  if (nq == 1 && n_threads > 1 && n_blocks > 1) {
+    // One query on a large index: split the document blocks over the threads, each with its own
+    // accumulator and top-k, then merge (same scores, same order: the result does not depend on
+    // the split). Only when the query reads enough postings to pay for the threads.
+    auto s0 = acquire();
+    if (!prepare(0, 0, *s0)) {
+      release(std::move(s0));
+      return;
+    }
+    int64_t postings = 0;
+    for (int32_t t : s0->q.terms) postings += v_.term_offsets[t + 1] - v_.term_offsets[t];
+    if (postings >= kSplitMinPostings) {
+      const size_t parts = std::min<size_t>(static_cast<size_t>(n_threads), n_blocks);
+      std::vector<TopK> tops(parts, TopK(k));
+      const Queries& q = s0->q;
+      parallel_for(parts, static_cast<int>(parts), 1, [&](int, size_t pb, size_t pe) {
+        for (size_t p = pb; p < pe; ++p) {
+          auto sc = acquire();
+          const size_t b0 = p * n_blocks / parts, b1 = (p + 1) * n_blocks / parts;
+          search_one(q, 0, k, mask, *sc, tops[p], static_cast<uint32_t>(b0 * kBlockDocs),
+                     static_cast<uint32_t>(std::min(v_.n_docs, b1 * kBlockDocs)));
+          release(std::move(sc));
+        }
+      });
+      for (size_t p = 1; p < parts; ++p) tops[p].for_each([&](float sc, int64_t d) { tops[0].push(sc, d); });
+      tops[0].write(indices, scores);
+    } else {
+      TopK top(k);
+      search_one(s0->q, 0, k, mask, *s0, top);
+      top.write(indices, scores);
+    }
+    release(std::move(s0));
+    return;
+  }
   const size_t chunk = std::max<size_t>(1, nq / (8 * static_cast<size_t>(std::max(n_threads, 1))));
   parallel_for(nq, n_threads, chunk, [&](int w, size_t qb, size_t qe) {
     auto scratch = acquire();

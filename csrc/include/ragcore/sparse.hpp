@@ -164,7 +164,9 @@ class SparseIndex {
   template <class Prepare>
   void run_queries(size_t nq, size_t k, const uint8_t* mask, int n_threads, int64_t* indices, float* scores,
                    Prepare&& prepare) const;
-  void search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s, TopK& top) const;
+  /// Top-k of query i of q over documents [doc_begin, doc_end) (doc_begin at a block boundary).
+  void search_one(const Queries& q, size_t i, size_t k, const uint8_t* mask, Scratch& s, TopK& top,
+                  uint32_t doc_begin = 0, uint32_t doc_end = UINT32_MAX) const;
   std::unique_ptr<Scratch> acquire() const;
   void release(std::unique_ptr<Scratch> s) const;
 

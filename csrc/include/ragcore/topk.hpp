@@ -57,6 +57,12 @@ class TopK {
     if (buf_.size() >= cap_) compact();
   }
 
+  /// Visit the held items (score, index), in no particular order.
+  template <class F>
+  void for_each(F&& f) const {
+    for (const Item& it : buf_) f(it.score, it.index);
+  }
+
   /// Write the k results best first: indices (k,) and scores (k,), padded with -1 / -inf.
   void write(int64_t* indices, float* scores) {
     if (!small_ && buf_.size() > k_) {
