@@ -544,6 +544,19 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
     size_t ne = n_essential(theta);
     if (ne == 0) continue;  // nothing in this block can enter the top-k
     const double block_frac = double(be - bs) / double(n_docs);
+    // push the block's touched documents into t; final=true also resets the accumulator. The
+    // threshold lives in a local: stores to acc (float) would otherwise force reloading it.
+    auto select = [&](TopK& t, bool final) {
+      float thr = t.threshold();
+      for_each_set(seen, seen2, wb, we, final, [&](uint32_t d) {
+        const float sc = acc[d] + c;
+        if (final) acc[d] = 0.0f;
+        if (sc >= thr && (!mask || mask[d])) {
+          t.push(sc, d);
+          thr = t.threshold();
+        }
+      });
+    };
     // once earlier blocks filled the top-k, its threshold is the one to prune with
     const bool top_full = theta > -std::numeric_limits<float>::infinity();
     int64_t done = 0;
@@ -572,9 +585,7 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
         if (rest > 4.0 * double(done) + 2048) {
           ++attempts;
           s.top2 = top;
-          for_each_set(seen, seen2, wb, we, false, [&](uint32_t d) {
-            if (!mask || mask[d]) s.top2.push(acc[d] + c, d);
-          });
+          select(s.top2, false);
           s.top2.tighten();
           theta = s.top2.threshold();
           ne = std::max(j + 1, n_essential(theta));
@@ -582,10 +593,7 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
       }
     }
     if (ne == nt) {  // every term was accumulated: select from the block
-      for_each_set(seen, seen2, wb, we, true, [&](uint32_t d) {
-        if (!mask || mask[d]) top.push(acc[d] + c, d);
-        acc[d] = 0.0f;
-      });
+      select(top, true);
       continue;
     }
     // Candidates of the block (those that can still reach theta) stay marked in `seen`; the
@@ -639,10 +647,7 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
       s.cursor[j] = pe;
       if (j + 1 < nt) refilter(j + 1);
     }
-    for_each_set(seen, seen2, wb, we, true, [&](uint32_t d) {
-      top.push(acc[d] + c, d);
-      acc[d] = 0.0f;
-    });
+    select(top, true);  // the candidates (already masked)
   }
 }
 
@@ -733,17 +738,14 @@ void SparseIndex::dense_scores_prepared(const Queries& q, float* out) const {
   std::sort(order.begin(), order.end(), [&](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && q.terms[a.second] < q.terms[b.second]);
   });
-  std::vector<float> acc(v_.n_docs, 0.0f);
-  std::vector<uint8_t> hit(v_.n_docs, 0);
+  std::fill(out, out + v_.n_docs, 0.0f);
   for (const auto& o : order) {
     const int32_t t = q.terms[o.second];
     const float w = q.weights[o.second];
-    for (int64_t p = v_.term_offsets[t]; p < v_.term_offsets[t + 1]; ++p) {
-      acc[v_.post_docs[p]] += v_.post_weights[p] * w;
-      hit[v_.post_docs[p]] = 1;
-    }
+    for (int64_t p = v_.term_offsets[t]; p < v_.term_offsets[t + 1]; ++p) out[v_.post_docs[p]] += v_.post_weights[p] * w;
   }
-  for (size_t d = 0; d < v_.n_docs; ++d) out[d] = hit[d] ? acc[d] + q.constants[0] : q.constants[0];
+  const float c = q.constants[0];
+  for (size_t d = 0; d < v_.n_docs; ++d) out[d] += c;
 }
 
 std::vector<std::string> SparseIndex::dense_scores_text(std::string_view text, float* out) const {
