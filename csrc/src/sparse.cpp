@@ -461,6 +461,7 @@ namespace {
 // relative slack on bounds so float rounding can never prune a document that belongs in the top-k
 constexpr float kBoundSlack = 1e-5f;
 constexpr uint32_t kBlockDocs = uint32_t{1} << 15;  // 128 KiB of float accumulator per block
+constexpr uint32_t kSummaryMinDocs = 8192;          // below: no summary bitmap
 constexpr int64_t kSplitMinPostings = 98304;  // one query over several threads from here (thread start ~50 us)
 
 inline int64_t gallop(const uint32_t* a, int64_t lo, int64_t hi, uint32_t x) {
@@ -476,22 +477,29 @@ inline int64_t gallop(const uint32_t* a, int64_t lo, int64_t hi, uint32_t x) {
 }
 
 // Visit the set bits of words[wb, we) (documents), using the summary bitmap (one bit per word) to
-// skip empty words; clear=true zeroes what it visits.
+// skip empty words when there is one (summary != nullptr); clear=true zeroes what it visits.
 template <class F>
 inline void for_each_set(uint64_t* words, uint64_t* summary, size_t wb, size_t we, bool clear, F&& f) {
+  auto visit_word = [&](size_t wi) {
+    uint64_t bits = words[wi];
+    if (!bits) return;
+    if (clear) words[wi] = 0;
+    while (bits) {
+      f(static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits)));
+      bits &= bits - 1;
+    }
+  };
+  if (!summary) {
+    for (size_t wi = wb; wi < we; ++wi) visit_word(wi);
+    return;
+  }
   for (size_t sw = wb / 64; sw < (we + 63) / 64; ++sw) {
     uint64_t sbits = summary[sw];
     if (!sbits) continue;
     if (clear) summary[sw] = 0;
     while (sbits) {
-      const size_t wi = sw * 64 + __builtin_ctzll(sbits);
+      visit_word(sw * 64 + __builtin_ctzll(sbits));
       sbits &= sbits - 1;
-      uint64_t bits = words[wi];
-      if (clear) words[wi] = 0;
-      while (bits) {
-        f(static_cast<uint32_t>(wi * 64 + __builtin_ctzll(bits)));
-        bits &= bits - 1;
-      }
     }
   }
 }
@@ -501,13 +509,15 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
                              uint32_t doc_begin, uint32_t doc_end) const {
   float* acc = s.acc.data();
   uint64_t* seen = s.seen.data();
-  uint64_t* seen2 = s.seen2.data();
   const uint32_t* docs = v_.post_docs;
   const float* pw = v_.post_weights;
   const int64_t* off = v_.term_offsets;
   const uint32_t n_docs = static_cast<uint32_t>(v_.n_docs);
   doc_end = std::min(doc_end, n_docs);
   RAGCORE_ASSERT(doc_begin % kBlockDocs == 0);
+  // small collections scan their few bitmap words directly; larger ones keep a summary bitmap
+  const bool use_summary = n_docs > kSummaryMinDocs;
+  uint64_t* seen2 = use_summary ? s.seen2.data() : nullptr;
   // terms by decreasing upper bound (ties: lower term id)
   s.terms.clear();
   for (int64_t j = q.offsets[i]; j < q.offsets[i + 1]; ++j) {
@@ -567,11 +577,20 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
       int64_t p = s.cursor[j];
       if (p < e && docs[p] < bs) p = gallop(docs, p, e, bs);
       const int64_t p0 = p;
-      for (; p < e && docs[p] < be; ++p) {
-        const uint32_t d = docs[p];
-        acc[d] += pw[p] * w;
-        seen[d >> 6] |= uint64_t{1} << (d & 63);
-        seen2[d >> 12] |= uint64_t{1} << ((d >> 6) & 63);
+      const int64_t pe = (be == n_docs) ? e : gallop(docs, p, e, be);
+      if (use_summary) {
+        for (; p < pe; ++p) {
+          const uint32_t d = docs[p];
+          acc[d] += pw[p] * w;
+          seen[d >> 6] |= uint64_t{1} << (d & 63);
+          seen2[d >> 12] |= uint64_t{1} << ((d >> 6) & 63);
+        }
+      } else {
+        for (; p < pe; ++p) {
+          const uint32_t d = docs[p];
+          acc[d] += pw[p] * w;
+          seen[d >> 6] |= uint64_t{1} << (d & 63);
+        }
       }
       s.cursor[j] = p;
       done += p - p0;
@@ -603,24 +622,30 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
     size_t n_cand = 0;
     auto refilter = [&](size_t j) {
       n_cand = 0;
+      auto filter_word = [&](size_t wi) {
+        uint64_t bits = seen[wi], keep = 0;
+        while (bits) {
+          const int b = __builtin_ctzll(bits);
+          bits &= bits - 1;
+          const uint32_t d = static_cast<uint32_t>(wi * 64 + b);
+          if ((!mask || mask[d]) && bound_ok(acc[d], j, theta)) {
+            keep |= uint64_t{1} << b;
+            ++n_cand;
+          } else {
+            acc[d] = 0.0f;
+          }
+        }
+        seen[wi] = keep;
+      };
+      if (!seen2) {
+        for (size_t wi = wb; wi < we; ++wi) filter_word(wi);
+        return;
+      }
       for (size_t sw = wb / 64; sw < (we + 63) / 64; ++sw) {
         uint64_t sbits = seen2[sw];
         while (sbits) {
-          const size_t wi = sw * 64 + __builtin_ctzll(sbits);
+          filter_word(sw * 64 + __builtin_ctzll(sbits));
           sbits &= sbits - 1;
-          uint64_t bits = seen[wi], keep = 0;
-          while (bits) {
-            const int b = __builtin_ctzll(bits);
-            bits &= bits - 1;
-            const uint32_t d = static_cast<uint32_t>(wi * 64 + b);
-            if ((!mask || mask[d]) && bound_ok(acc[d], j, theta)) {
-              keep |= uint64_t{1} << b;
-              ++n_cand;
-            } else {
-              acc[d] = 0.0f;
-            }
-          }
-          seen[wi] = keep;
         }
       }
     };
