@@ -37,8 +37,10 @@ class Hits:
     def ids(self) -> Optional[np.ndarray]:
         if self._id_table is None:
             return None
-        table = np.append(np.asarray(self._id_table, dtype=object), None)  # index -1 -> None
-        return table[self.indices]
+        out = np.full(self.indices.shape, None, dtype=object)  # None at padding (-1)
+        valid = self.indices >= 0
+        out[valid] = self._id_table[self.indices[valid]]  # O(n_queries * k), not O(n_docs)
+        return out
 
     def __len__(self) -> int:
         return self.indices.shape[0]
