@@ -147,7 +147,6 @@ class SparseIndex {
     std::vector<float> acc;        // (n_docs,) all zero between queries
     std::vector<uint64_t> seen;    // (ceil(n_docs / 64),) documents touched by the query, all zero between queries
     std::vector<uint64_t> seen2;   // (ceil(n_docs / 4096),) summary: which words of `seen` may be non-zero
-    std::vector<uint32_t> cand;    // candidates of the pruned phase, ascending
     struct Term {
       float ub;  // weight * max impact: what the term can add to any document
       float w;
