@@ -10,6 +10,7 @@ Example
 """
 from ._version import __version__
 from .analysis import Analyzer
+from .evaluation import Evaluation, evaluate
 from .hits import Hits
 from .sparse import BM25, TfIdf
 
@@ -21,4 +22,4 @@ def cuda_available() -> bool:
     return bool(getattr(_core, "built_with_cuda", False)) and bool(getattr(_core, "cuda_device_count", lambda: 0)())
 
 
-__all__ = ["Analyzer", "BM25", "TfIdf", "Hits", "cuda_available", "__version__"]
+__all__ = ["Analyzer", "BM25", "TfIdf", "Hits", "evaluate", "Evaluation", "cuda_available", "__version__"]
