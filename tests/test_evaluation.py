@@ -130,3 +130,28 @@ def test_shared_data_bm25_equals_pytrec_eval(shared_data):
     keys = ["ndcg_cut_10", "recall_100", "P_10", "map_cut_100", "recip_rank"]
     for name, key in zip(names, keys):
         assert got.mean[name] == pytest.approx(np.mean([v[key] for v in ref.values()]), abs=1e-9)
+
+
+def test_load_beir_and_get_retrieval_score(shared_data):
+    data = rc.datasets.load_beir(shared_data / "msmarco-5k")
+    assert len(data.corpus) == 5000 and len(data.queries) == 50
+    assert all(isinstance(g, int) for judged in data.qrels.values() for g in judged.values())
+    an = rc.Analyzer(stopwords="english", stemmer="english")
+    got = rc.get_retrieval_score(rc.BM25(analyzer=an), data, ["ndcg@10", "recall@100"])
+    # the same thing by hand, scored by pytrec_eval
+    bm25 = rc.BM25(analyzer=an).index(list(data.corpus.values()), ids=list(data.corpus))
+    qids = [q for q in data.queries if q in data.qrels]
+    hits = bm25.search([data.queries[q] for q in qids], k=100)
+    run = {q: {d: float(s) for d, s in zip(hits.ids[i], hits.scores[i]) if d is not None} for i, q in enumerate(qids)}
+    ref = trec(run, data.qrels, {"ndcg_cut.10", "recall.100"})
+    assert got["ndcg@10"] == pytest.approx(np.mean([v["ndcg_cut_10"] for v in ref.values()]), abs=1e-9)
+    assert got["recall@100"] == pytest.approx(np.mean([v["recall_100"] for v in ref.values()]), abs=1e-9)
+
+
+def test_load_beir_rejects_duplicate_ids(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q", "text": "x"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    with pytest.raises(ValueError, match="duplicate document id 'a'"):
+        rc.datasets.load_beir(tmp_path)
