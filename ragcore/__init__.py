@@ -12,7 +12,7 @@ from ._version import __version__
 from .analysis import Analyzer
 from . import datasets
 from .datasets import get_retrieval_score
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, bleu, citation_recall, evaluate, rouge_l
 from .hits import Hits
 from .sparse import BM25, TfIdf
 
@@ -24,4 +24,5 @@ def cuda_available() -> bool:
     return bool(getattr(_core, "built_with_cuda", False)) and bool(getattr(_core, "cuda_device_count", lambda: 0)())
 
 
-__all__ = ["Analyzer", "BM25", "TfIdf", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "cuda_available", "__version__"]
+__all__ = ["Analyzer", "BM25", "TfIdf", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
+           "citation_recall", "cuda_available", "__version__"]

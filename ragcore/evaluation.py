@@ -202,3 +202,142 @@ def _check_qrels(qrels) -> None:
         for d, g in judged.items():
             if isinstance(g, bool) or not isinstance(g, (int, np.integer)):
                 raise ValueError(f"qrels[{qid!r}][{d!r}] = {g!r} is not an integer grade")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generation metrics, written here (no dependency) and tested against sacrebleu and rouge-score.
+
+_BLEU_RE = [
+    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # punctuation and symbols
+    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # period and comma unless preceded by a digit
+    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),  # ... unless followed by a digit
+    (re.compile(r"([0-9])(-)"), r"\1 \2 "),  # dash after a digit
+]
+
+
+def _tokenize_13a(line: str) -> List[str]:
+    """mteval-v13a tokenization, as sacrebleu's default ``13a`` tokenizer."""
+    line = line.rstrip().replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    if "&" in line:
+        line = line.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    line = f" {line} "
+    for pattern, repl in _BLEU_RE:
+        line = pattern.sub(repl, line)
+    return line.split()
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Dict[Tuple[str, ...], int]:
+    out: Dict[Tuple[str, ...], int] = {}
+    for i in range(len(tokens) - n + 1):
+        g = tuple(tokens[i:i + n])
+        out[g] = out.get(g, 0) + 1
+    return out
+
+
+def _check_pairs(hypotheses, references) -> Tuple[List[str], List[str]]:
+    if isinstance(hypotheses, str) or isinstance(references, str):
+        raise TypeError("hypotheses and references must be lists of str (one reference per hypothesis)")
+    hyps, refs = list(hypotheses), list(references)
+    if len(hyps) != len(refs):
+        raise ValueError(f"got {len(hyps)} hypotheses for {len(refs)} references")
+    for what, seq in (("hypothesis", hyps), ("reference", refs)):
+        for i, x in enumerate(seq):
+            if not isinstance(x, str):
+                raise TypeError(f"{what} {i} is {type(x).__name__}, expected str")
+    return hyps, refs
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (0-100) with one reference per hypothesis.
+
+    Equals ``sacrebleu.corpus_bleu(hypotheses, [references]).score`` with sacrebleu's default signature
+    (13a tokenization, case-sensitive, exponential smoothing, 4-grams; Papineni et al. 2002).
+
+    Examples
+    --------
+    >>> round(bleu(["the cat sat on the mat"], ["the cat sat on the mat"]), 2)
+    100.0
+    """
+    hyps, refs = _check_pairs(hypotheses, references)
+    correct, total = [0] * 4, [0] * 4
+    sys_len = ref_len = 0
+    for h, r in zip(hyps, refs):
+        ht, rt = _tokenize_13a(h), _tokenize_13a(r)
+        sys_len += len(ht)
+        ref_len += len(rt)
+        for n in range(1, 5):
+            hg, rg = _ngrams(ht, n), _ngrams(rt, n)
+            correct[n - 1] += sum(min(c, rg.get(g, 0)) for g, c in hg.items())
+            total[n - 1] += max(0, len(ht) - n + 1)
+    if not any(correct):
+        return 0.0
+    bp = 1.0 if sys_len >= ref_len else (math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0)
+    log_sum, smooth = 0.0, 1.0
+    for n in range(4):
+        if total[n] == 0:
+            p = 0.0
+        elif correct[n] == 0:  # sacrebleu's "exp" smoothing (mteval-v13a)
+            smooth *= 2
+            p = 100.0 / (smooth * total[n])
+        else:
+            p = 100.0 * correct[n] / total[n]
+        log_sum += math.log(p) if p > 0 else -9999999999
+    return bp * math.exp(log_sum / 4)
+
+
+_ROUGE_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def _rouge_tokens(text: str) -> List[str]:
+    return [t for t in _ROUGE_NON_ALNUM.sub(" ", text.lower()).split() if t]
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure (Lin 2004) of hypothesis/reference pairs, in [0, 1].
+
+    Equals the mean ``fmeasure`` of ``rouge_score.rouge_scorer.RougeScorer(["rougeL"]).score(ref, hyp)``
+    (lowercased, non-alphanumerics as separators, no stemming).
+
+    Examples
+    --------
+    >>> round(rouge_l(["the cat sat"], ["the cat sat on the mat"]), 4)
+    0.6667
+    """
+    hyps, refs = _check_pairs(hypotheses, references)
+    if not hyps:
+        return 0.0
+    total = 0.0
+    for h, r in zip(hyps, refs):
+        ht, rt = _rouge_tokens(h), _rouge_tokens(r)
+        if not ht or not rt:
+            continue
+        lcs = _lcs(rt, ht)
+        p, rc_ = lcs / len(ht), lcs / len(rt)
+        total += 2 * p * rc_ / (p + rc_) if p + rc_ > 0 else 0.0
+    return total / len(hyps)
+
+
+def citation_recall(cited: Mapping[str, Iterable[str]], qrels: Qrels, relevance_level: int = 1) -> float:
+    """Mean, over judged queries with a relevant document, of |cited ∩ relevant| / |relevant|.
+
+    ``cited`` maps a query id to the document ids an answer cited; a judged query absent from ``cited``
+    counts as 0.
+    """
+    _check_qrels(qrels)
+    vals = []
+    for qid, judged in qrels.items():
+        rel = {d for d, g in judged.items() if g >= relevance_level}
+        if not rel:
+            continue
+        vals.append(len(rel.intersection(cited.get(qid, ()))) / len(rel))
+    return float(np.mean(vals)) if vals else 0.0
