@@ -125,6 +125,86 @@ def cmd_demo(args) -> int:
         answer(q)
 
 
+_PLOT_KS = (1, 3, 5, 10, 20, 50, 100)
+
+
+def cmd_eval(args) -> int:
+    """Evaluate one or more retriever configurations on a BEIR folder."""
+    import itertools
+    import json
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .datasets import load_beir
+    from .evaluation import evaluate, parse_metric
+    from .sparse import BM25, TfIdf
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    for m in metrics:
+        parse_metric(m)
+    data = load_beir(args.dataset, split=args.split)
+    qids = [q for q in data.queries if q in data.qrels]
+    if not qids:
+        raise ValueError(f"{args.dataset}: no query of queries.jsonl has judgements in qrels/{args.split}.tsv")
+    an = _analyzer(args)
+    if args.retriever == "tfidf":
+        configs = [(f"tfidf{'-sublinear' if s else ''}", lambda s=s: TfIdf(sublinear_tf=s, analyzer=an))
+                   for s in ([False, True] if args.sublinear_tf == "both" else [args.sublinear_tf == "yes"])]
+    else:
+        configs = [(f"bm25-{meth}-k1={k1:g}-b={b:g}",
+                    lambda meth=meth, k1=k1, b=b: BM25(k1=k1, b=b, method=meth, delta=args.delta, analyzer=an))
+                   for meth, k1, b in itertools.product(args.method, args.k1, args.b)]
+    curve = [f"{m}@{k}" for m in ("ndcg", "recall") for k in _PLOT_KS]
+    texts, ids = list(data.corpus.values()), list(data.corpus)
+    means, per_query, curves = {}, {}, {}
+    for name, make in tqdm(configs, desc="configurations", disable=args.quiet or len(configs) == 1):
+        retriever = make().index(texts, ids=ids, threads=args.threads)
+        k = max([parse_metric(m)[1] for m in metrics] + [max(_PLOT_KS)])
+        hits = retriever.search([data.queries[q] for q in qids], k=k, threads=args.threads)
+        ev = evaluate(hits, data.qrels, metrics + [c for c in curve if c not in metrics], query_ids=qids)
+        means[name] = {m: ev.mean[m] for m in metrics}
+        per_query[name] = {q: {m: v[m] for m in metrics} for q, v in ev.per_query.items()}
+        curves[name] = ev.mean
+    width = max(len(n) for n in means)
+    print(f"{'configuration':<{width}}  " + "  ".join(f"{m:>11}" for m in metrics))
+    for name, vals in means.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{vals[m]:>11.4f}" for m in metrics))
+    print(f"({len(qids)} judged queries; {args.dataset})")
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(means, indent=2))
+        (out / "per_query.json").write_text(json.dumps(per_query, indent=2))
+        _plot(curves, out / "plot.png", str(args.dataset))
+        print(f"wrote {out / 'metrics.json'}, {out / 'per_query.json'}, {out / 'plot.png'}")
+    return 0
+
+
+def _plot(curves, path, title) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("plot.png needs matplotlib: pip install 'ragcore[plot]'") from e
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("ndcg", "recall")):
+        for name, vals in curves.items():
+            ax.plot(_PLOT_KS, [vals[f"{metric}@{k}"] for k in _PLOT_KS], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(_PLOT_KS, [str(k) for k in _PLOT_KS])
+        ax.set_xlabel("k")
+        ax.set_ylabel(f"{metric}@k")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragcore", description="Fast retrieval for RAG.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,6 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("-k", type=int, default=10)
     ps.add_argument("--threads", type=int, default=None)
     ps.set_defaults(func=cmd_search)
+
+    pe = sub.add_parser("eval", help="evaluate retriever configurations on a BEIR folder")
+    pe.add_argument("dataset", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    pe.add_argument("--retriever", choices=["bm25", "tfidf"], default="bm25")
+    pe.add_argument("--method", nargs="+", default=["lucene"],
+                    choices=["lucene", "robertson", "atire", "bm25l", "bm25+"])
+    pe.add_argument("--k1", nargs="+", type=float, default=[1.5], help="one or more values (a grid)")
+    pe.add_argument("--b", nargs="+", type=float, default=[0.75], help="one or more values (a grid)")
+    pe.add_argument("--delta", type=float, default=0.5)
+    pe.add_argument("--sublinear-tf", choices=["no", "yes", "both"], default="no", help="TF-IDF")
+    pe.add_argument("--stopwords", default="english")
+    pe.add_argument("--stemmer", default="english")
+    pe.add_argument("--no-lowercase", action="store_true")
+    pe.add_argument("--metrics", default="ndcg@10,recall@100,mrr@10,map@100")
+    pe.add_argument("--split", default="test")
+    pe.add_argument("-o", "--output", default=None, help="write metrics.json, per_query.json, plot.png here")
+    pe.add_argument("--threads", type=int, default=None)
+    pe.add_argument("-q", "--quiet", action="store_true")
+    pe.set_defaults(func=cmd_eval)
 
     pd = sub.add_parser("demo", help="search Python's own documentation (embedded default corpus)")
     pd.add_argument("--question", default=None, help="ask one question (default: interactive prompt)")

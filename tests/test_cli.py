@@ -70,3 +70,42 @@ def test_duplicate_ids_rejected(tmp_path, capsys):
     path.write_text(json.dumps(DOCS[0]) + "\n" + json.dumps(DOCS[0]) + "\n")
     assert main(["index", str(path), "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "duplicate id 'd1'" in capsys.readouterr().err
+
+
+def _beir(tmp_path):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "cat on a mat"}\n{"_id": "q2", "text": "dogs"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td2\t1\nq2\td3\t1\n")
+    return folder
+
+
+def test_eval_compares_configurations(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    folder = _beir(tmp_path)
+    out = tmp_path / "out"
+    assert main(["eval", str(folder), "--k1", "0.9", "1.5", "--b", "0.75", "--stemmer", "none",
+                 "--metrics", "ndcg@10,recall@2", "-o", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "bm25-lucene-k1=0.9-b=0.75" in printed and "bm25-lucene-k1=1.5-b=0.75" in printed
+    means = json.loads((out / "metrics.json").read_text())
+    per_query = json.loads((out / "per_query.json").read_text())
+    assert set(means) == set(per_query) == {"bm25-lucene-k1=0.9-b=0.75", "bm25-lucene-k1=1.5-b=0.75"}
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the CLI's figures are rc.evaluate's on the same run
+    data = rc.datasets.load_beir(folder)
+    bm25 = rc.BM25(k1=0.9, analyzer=rc.Analyzer(stopwords="english")).index(list(data.corpus.values()),
+                                                                           ids=list(data.corpus))
+    hits = bm25.search([data.queries[q] for q in ("q1", "q2")], k=100)
+    ev = rc.evaluate(hits, data.qrels, ["ndcg@10", "recall@2"], query_ids=["q1", "q2"])
+    assert means["bm25-lucene-k1=0.9-b=0.75"] == pytest.approx(ev.mean)
+
+
+def test_eval_errors(tmp_path, capsys):
+    folder = _beir(tmp_path)
+    assert main(["eval", str(folder), "--metrics", "ndcg@0", "-q"]) == 2
+    assert "k must be >= 1" in capsys.readouterr().err
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nzz\td1\t1\n")
+    assert main(["eval", str(folder), "-q", "--stemmer", "none"]) == 2
+    assert "no query" in capsys.readouterr().err
