@@ -15,6 +15,7 @@ from .datasets import get_retrieval_score
 from .evaluation import Evaluation, bleu, citation_recall, evaluate, rouge_l
 from .hits import Hits
 from .sparse import BM25, TfIdf
+from .tuning import tune_bm25
 
 
 def cuda_available() -> bool:
@@ -25,4 +26,4 @@ def cuda_available() -> bool:
 
 
 __all__ = ["Analyzer", "BM25", "TfIdf", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
-           "citation_recall", "cuda_available", "__version__"]
+           "citation_recall", "tune_bm25", "cuda_available", "__version__"]

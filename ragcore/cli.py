@@ -205,6 +205,34 @@ def _plot(curves, path, title) -> None:
     plt.close(fig)
 
 
+def cmd_tune(args) -> int:
+    """Grid-search BM25 on a seeded split of the judged queries; report held-out scores."""
+    from .sparse import BM25
+    from .tuning import tune_bm25
+
+    an = _analyzer(args)
+    res = tune_bm25(args.dataset, args.metric, k1=args.k1, b=args.b, methods=args.method, analyzer=an,
+                    test_fraction=args.test_fraction, seed=args.seed, threads=args.threads,
+                    show_progress=not args.quiet)
+    print(f"split (seed {args.seed}): {len(res.train)} train / {len(res.test)} held-out queries")
+    print(f"{'method':<10} {'k1':>5} {'b':>5}  train {res.metric}")
+    for p in sorted(res.grid, key=lambda p: -p["train"])[: args.top]:
+        print(f"{p['method']:<10} {p['k1']:>5g} {p['b']:>5g}  {p['train']:.4f}")
+    bp = res.best_params
+    print(f"best on train: method={bp['method']} k1={bp['k1']:g} b={bp['b']:g} ({res.train_best:.4f})")
+    print(f"held-out {res.metric}: best {res.test_best:.4f} vs default (lucene, k1=1.5, b=0.75) "
+          f"{res.test_default:.4f} ({res.test_best - res.test_default:+.4f})")
+    if args.output:
+        from .datasets import load_beir
+
+        data = load_beir(args.dataset)
+        bm25 = BM25(k1=bp["k1"], b=bp["b"], method=bp["method"], analyzer=an)
+        bm25.index(list(data.corpus.values()), ids=list(data.corpus), threads=args.threads)
+        bm25.save(args.output)
+        print(f"saved the index with the best parameters to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragcore", description="Fast retrieval for RAG.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -251,6 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--threads", type=int, default=None)
     pe.add_argument("-q", "--quiet", action="store_true")
     pe.set_defaults(func=cmd_eval)
+
+    pt = sub.add_parser("tune", help="tune BM25's k1/b (and variant) on a split of the queries")
+    pt.add_argument("dataset", help="BEIR folder")
+    pt.add_argument("--metric", default="ndcg@10")
+    pt.add_argument("--method", nargs="+", default=["lucene"],
+                    choices=["lucene", "robertson", "atire", "bm25l", "bm25+"])
+    pt.add_argument("--k1", nargs="+", type=float, default=[0.5, 0.9, 1.2, 1.5, 2.0])
+    pt.add_argument("--b", nargs="+", type=float, default=[0.3, 0.5, 0.75, 0.9])
+    pt.add_argument("--test-fraction", type=float, default=0.5, help="held-out share of the judged queries")
+    pt.add_argument("--seed", type=int, default=0, help="seed of the query split")
+    pt.add_argument("--stopwords", default="english")
+    pt.add_argument("--stemmer", default="english")
+    pt.add_argument("--no-lowercase", action="store_true")
+    pt.add_argument("--top", type=int, default=5, help="grid rows to print")
+    pt.add_argument("-o", "--output", default=None, help="save the full index built with the best parameters")
+    pt.add_argument("--threads", type=int, default=None)
+    pt.add_argument("-q", "--quiet", action="store_true")
+    pt.set_defaults(func=cmd_tune)
 
     pd = sub.add_parser("demo", help="search Python's own documentation (embedded default corpus)")
     pd.add_argument("--question", default=None, help="ask one question (default: interactive prompt)")

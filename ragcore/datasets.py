@@ -54,4 +54,6 @@ def get_retrieval_score(retriever, dataset: Union[str, os.PathLike, BeirData],
         retriever.index(list(data.corpus.values()), ids=list(data.corpus), threads=threads)
     qids = [q for q in data.queries if q in data.qrels]
     hits = retriever.search([data.queries[q] for q in qids], k=k)
-    return evaluate(hits, data.qrels, names, query_ids=qids, missing=missing).mean
+    # judged queries without a text in queries.jsonl cannot be run: they are not scored
+    qrels = {q: data.qrels[q] for q in qids}
+    return evaluate(hits, qrels, names, query_ids=qids, missing=missing).mean
