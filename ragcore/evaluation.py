@@ -77,16 +77,21 @@ def parse_metric(name: str) -> Tuple[str, int]:
     return m.group(1), k
 
 
-def _ranked(docs: Mapping[str, float]) -> List[str]:
-    # score descending, ties by document id descending (trec_eval)
-    return [d for d, _ in sorted(docs.items(), key=lambda x: (-float(x[1]), _Desc(x[0])))]
-
-
-class _Desc(str):
-    """A string that sorts in reverse order (for ties by descending document id)."""
-
-    def __lt__(self, other):  # type: ignore[override]
-        return str.__gt__(self, other)
+def _ranked(docs: Mapping[str, float], limit: int) -> List[str]:
+    """The first ``limit`` document ids by score descending, ties by id descending (trec_eval's order)."""
+    if not docs:
+        return []
+    keys = list(docs.keys())
+    scores = np.fromiter(docs.values(), dtype=np.float64, count=len(keys))
+    n = len(keys)
+    if n > limit:  # only the documents scoring at least the limit-th best (ties included) can rank
+        kth = np.partition(scores, n - limit)[n - limit]
+        sel = np.flatnonzero(scores >= kth)
+        keys = [keys[i] for i in sel]
+        scores = scores[sel]
+    ids = np.array(keys)
+    # ascending by (score, id), reversed = descending by score, then by id
+    return ids[np.lexsort((ids, scores))[::-1][:limit]].tolist()
 
 
 def _query_metrics(ranked: Sequence[str], judged: Mapping[str, int], wanted: Sequence[Tuple[str, int]],
@@ -150,6 +155,7 @@ def evaluate(run, qrels: Qrels, metrics: Union[str, Iterable[str]] = ("ndcg@10",
     _check_qrels(qrels)
     per_query: Dict[str, Dict[str, float]] = {}
     n_missing = 0
+    max_k = max(k for _, k in wanted)
     for qid, judged in qrels.items():
         if not judged:  # no judgement lines: trec_eval does not know the query
             continue
@@ -159,7 +165,7 @@ def evaluate(run, qrels: Qrels, metrics: Union[str, Iterable[str]] = ("ndcg@10",
             if missing == "zero":
                 per_query[qid] = {n: 0.0 for n in names}
             continue
-        vals = _query_metrics(_ranked(docs), judged, wanted, relevance_level)
+        vals = _query_metrics(_ranked(docs, max_k), judged, wanted, relevance_level)
         per_query[qid] = {n: vals[w] for n, w in zip(names, wanted)}
     n_unjudged = sum(1 for qid in run if not qrels.get(qid))
     mean = {n: (float(np.mean([pq[n] for pq in per_query.values()])) if per_query else 0.0) for n in names}

@@ -48,6 +48,11 @@ def test_equals_pytrec_eval_per_query_and_mean(data):
                 "P." + ",".join(map(str, KS)), "map_cut." + ",".join(map(str, KS)), "recip_rank"}
     ref = trec(run, qrels, measures)
     got = evaluate(run, qrels, names, missing="ignore")
+    # without mrr@1000 the deepest cut is 10 < the run length: only the top of each run is ranked
+    shallow = evaluate(run, qrels, names[:-1], missing="ignore")
+    for qid, vals in shallow.per_query.items():
+        for name, v in vals.items():
+            assert v == got.per_query[qid][name], (qid, name)
     assert set(got.per_query) == set(ref)
     for qid, vals in ref.items():
         for name in names:
