@@ -170,7 +170,10 @@ def cmd_eval(args) -> int:
     print(f"{'configuration':<{width}}  " + "  ".join(f"{m:>11}" for m in metrics))
     for name, vals in means.items():
         print(f"{name:<{width}}  " + "  ".join(f"{vals[m]:>11.4f}" for m in metrics))
-    print(f"({len(qids)} judged queries; {args.dataset})")
+    no_text = sum(1 for q, j in data.qrels.items() if j and q not in data.queries)
+    unjudged = sum(1 for q in data.queries if not data.qrels.get(q))
+    print(f"({len(qids)} judged queries scored; {unjudged} queries without judgements and {no_text} judged "
+          f"queries without a text in queries.jsonl were not scored; {args.dataset})")
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
