@@ -5,7 +5,6 @@ Nothing here imports an engine; engine adapters live in ``_sparse_engines.py``.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import platform
@@ -31,30 +30,17 @@ ZIPF_QUICK = {"zipf-100k": 2_000, "zipf-1m": 10_000}
 def load_beir(name: str, max_docs: int | None = None):
     """Return (doc_ids, texts, query_ids, query_texts, qrels) of a BEIR folder; text = title + " " + text.
 
-    All queries are returned (throughput uses them all); nDCG is computed over the judged ones.
+    All queries are returned (throughput uses them all); nDCG is computed over the judged ones. Read with
+    ragcore's own readers (ragcore.corpus), which the tests check on these folders.
     """
+    from itertools import islice
+
+    from ragcore.corpus import iter_corpus, load_qrels, load_queries
+
     root = DATA_DIR / name
-    doc_ids, texts = [], []
-    with open(root / "corpus.jsonl", encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            doc_ids.append(str(d["_id"]))
-            texts.append((d.get("title") or "") + " " + (d.get("text") or ""))
-            if max_docs and len(texts) >= max_docs:
-                break
-    qrels: dict[str, dict[str, int]] = {}
-    with open(root / "qrels" / "test.tsv", encoding="utf-8") as f:
-        next(f)  # header
-        for line in f:
-            qid, did, score = line.rstrip("\n").split("\t")
-            qrels.setdefault(qid, {})[did] = int(score)
-    qids, qtexts = [], []
-    with open(root / "queries.jsonl", encoding="utf-8") as f:
-        for line in f:
-            q = json.loads(line)
-            qids.append(str(q["_id"]))
-            qtexts.append(q["text"])
-    return doc_ids, texts, qids, qtexts, qrels
+    docs = list(islice(iter_corpus(root), max_docs))  # max_docs None: all
+    queries = load_queries(root)
+    return [d for d, _ in docs], [t for _, t in docs], list(queries), list(queries.values()), load_qrels(root)
 
 
 def zipf_vocab_bytes(vocab_size: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 

@@ -1,7 +1,6 @@
 """Shared fixtures: deterministic toy corpora (odd sizes, fixed seeds) and the optional shared data sets."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -141,24 +140,16 @@ class BeirSet:
 
 
 def load_beir(root: Path, name: str, max_docs: int | None = None) -> BeirSet:
+    from itertools import islice
+
+    from ragcore.corpus import iter_corpus, load_queries
+
     folder = root / name
     if not (folder / "corpus.jsonl").is_file():
         pytest.skip(f"{folder}/corpus.jsonl not found")
-    doc_ids, texts = [], []
-    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            doc_ids.append(str(d["_id"]))
-            texts.append((d.get("title", "") + " " + d.get("text", "")).strip())
-            if max_docs is not None and len(texts) >= max_docs:
-                break
-    qids, queries = [], []
-    with open(folder / "queries.jsonl", encoding="utf-8") as f:
-        for line in f:
-            q = json.loads(line)
-            qids.append(str(q["_id"]))
-            queries.append(q["text"])
-    return BeirSet(name, doc_ids, texts, qids, queries)
+    docs = list(islice(iter_corpus(folder), max_docs))  # max_docs None: all
+    queries = load_queries(folder)
+    return BeirSet(name, [d for d, _ in docs], [t for _, t in docs], list(queries), list(queries.values()))
 
 
 @pytest.fixture(scope="session", params=["msmarco-5k", "dbpedia-5k"])

@@ -1,7 +1,6 @@
 """Retrieval metrics against pytrec_eval (trec_eval's definitions) and hand-computed cases."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
