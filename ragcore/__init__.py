@@ -13,17 +13,12 @@ from .analysis import Analyzer
 from . import datasets
 from .datasets import get_retrieval_score
 from .evaluation import Evaluation, bleu, citation_recall, evaluate, rouge_l
+from .dense import DenseIndex, cuda_available
 from .hits import Hits
+from .hybrid import DenseRetriever, Hybrid
 from .sparse import BM25, TfIdf
 from .tuning import tune_bm25
 
 
-def cuda_available() -> bool:
-    """True when ragcore was built with CUDA and a GPU is visible (no CUDA kernels yet: False)."""
-    from . import _core
-
-    return bool(getattr(_core, "built_with_cuda", False)) and bool(getattr(_core, "cuda_device_count", lambda: 0)())
-
-
-__all__ = ["Analyzer", "BM25", "TfIdf", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
+__all__ = ["Analyzer", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "Hybrid", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
            "citation_recall", "tune_bm25", "cuda_available", "__version__"]

@@ -10,6 +10,7 @@ namespace py = pybind11;
 namespace ragcore_py {
 void bind_analysis(py::module_& m);
 void bind_sparse(py::module_& m);
+void bind_dense(py::module_& m);
 }  // namespace ragcore_py
 
 PYBIND11_MODULE(_core, m) {
@@ -29,6 +30,7 @@ PYBIND11_MODULE(_core, m) {
   });
   ragcore_py::bind_analysis(m);
   ragcore_py::bind_sparse(m);
+  ragcore_py::bind_dense(m);
 #ifdef RAGCORE_HAS_CUDA
   m.attr("built_with_cuda") = true;
 #else

@@ -1,0 +1,96 @@
+// Bindings of the dense kernels: validation and glue only; the GIL is released around the search.
+#include "common.hpp"
+#include "ragcore/common.hpp"
+#include "ragcore/dense.hpp"
+
+namespace ragcore_py {
+using namespace ragcore;
+
+namespace {
+
+std::string dtype_str(const py::array& a) { return std::string(py::str(a.dtype())); }
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+dense::DType dtype_of(const py::array& a) {
+  const char kind = a.dtype().kind();
+  if (kind == 'f' && a.itemsize() == 4) return dense::DType::f32;
+  if (kind == 'f' && a.itemsize() == 2) return dense::DType::f16;
+  if (kind == 'i' && a.itemsize() == 1) return dense::DType::i8;
+  RAGCORE_THROW_(type_error, "vectors have dtype " << dtype_str(a) << ", expected float32, float16 or int8");
+}
+
+// search(data, aux, deleted, queries, k, threads, path) -> (indices (nq,k) int64, scores (nq,k) float32)
+py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::array queries, int k, int threads,
+                       int path) {
+  dense::Collection c;
+  c.dtype = dtype_of(data);
+  RAGCORE_CHECK(data.ndim() == 2, "vectors must be 2-d (n, dim), got " << data.ndim() << " dimensions");
+  RAGCORE_CHECK(data.flags() & py::array::c_style, "vectors must be C-contiguous");
+  c.n = data.shape(0);
+  c.dim = static_cast<int>(data.shape(1));
+  c.data = data.data();
+  py::array aux_a, del_a;
+  if (c.dtype == dense::DType::i8) {
+    RAGCORE_CHECK(!aux.is_none(), "int8 vectors need their (n, 2) float32 scales");
+    aux_a = py::array::ensure(aux);
+    RAGCORE_CHECK_TYPE(aux_a && aux_a.dtype().kind() == 'f' && aux_a.itemsize() == 4,
+                       "int8 scales must be float32");
+    RAGCORE_CHECK(aux_a.ndim() == 2 && aux_a.shape(0) == c.n && aux_a.shape(1) == 2 &&
+                      (aux_a.flags() & py::array::c_style),
+                  "int8 scales must be a C-contiguous (" << c.n << ", 2) array");
+    c.aux = static_cast<const float*>(aux_a.data());
+  }
+  if (!deleted.is_none()) {
+    del_a = py::array::ensure(deleted);
+    RAGCORE_CHECK_TYPE(del_a && del_a.itemsize() == 1 && (del_a.dtype().kind() == 'b' || del_a.dtype().kind() == 'u'),
+                       "deleted mask must be bool or uint8");
+    RAGCORE_CHECK(del_a.ndim() == 1 && del_a.shape(0) == c.n && (del_a.flags() & py::array::c_style),
+                  "deleted mask must be a C-contiguous (" << c.n << ",) array");
+    c.deleted = static_cast<const uint8_t*>(del_a.data());
+  }
+  RAGCORE_CHECK_TYPE(queries.dtype().kind() == 'f' && queries.itemsize() == 4,
+                     "queries have dtype " << dtype_str(queries) << ", expected float32");
+  RAGCORE_CHECK(queries.ndim() == 2 && queries.shape(1) == c.dim,
+                "queries must have shape (nq, " << c.dim << "), got " << shape_str(queries));
+  RAGCORE_CHECK(queries.flags() & py::array::c_style, "queries must be C-contiguous");
+  RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
+  RAGCORE_CHECK(path >= 0 && path <= 2, "path must be 0, 1 or 2, got " << path);
+  const int64_t nq = queries.shape(0);
+  py::array_t<int64_t> idx({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
+  py::array_t<float> sc({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
+  const float* q = static_cast<const float*>(queries.data());
+  int64_t* pi = idx.mutable_data();
+  float* ps = sc.mutable_data();
+  {
+    py::gil_scoped_release release;
+    dense::search_path(c, q, nq, k, threads, path, pi, ps);
+  }
+  return py::make_tuple(idx, sc);
+}
+
+}  // namespace
+
+void bind_dense(py::module_& m) {
+  m.def("dense_search", &dense_search, py::arg("data"), py::arg("aux"), py::arg("deleted"), py::arg("queries"),
+        py::arg("k"), py::arg("threads") = 1, py::arg("path") = 0,
+        "Top-k inner product over (n, dim) float32/float16/int8 rows; see ragcore/dense.hpp.");
+  m.def(
+      "read_probe",
+      [](py::array a, int threads) {
+        RAGCORE_CHECK(a.flags() & py::array::c_style, "array must be C-contiguous");
+        const void* p = a.data();
+        const size_t bytes = static_cast<size_t>(a.nbytes());
+        py::gil_scoped_release release;
+        return dense::read_probe(p, bytes, threads);
+      },
+      py::arg("array"), py::arg("threads") = 1, "XOR of the array's 8-byte words (a streaming-read probe).");
+  m.def("dense_isa", &dense::isa, "The instruction set of the dense kernels ('avx2' or 'scalar').");
+  m.def("dense_set_isa", &dense::set_isa, py::arg("name"), "Force 'auto', 'avx2' or 'scalar' (tests).");
+}
+
+}  // namespace ragcore_py

@@ -1,0 +1,58 @@
+// Dense top-k search over a collection of vectors (inner product; cosine = inner product of rows
+// normalised at add time). The collection is owned by the caller (numpy arrays, possibly mapped
+// from disk); these functions only read it and write into outputs the caller allocated.
+//
+// Storage types:
+//   f32  float32 rows;
+//   f16  IEEE half rows (uint16 bits), scored as float(q) . float(x) in float32;
+//   i8   int8 rows with one scale per row (x ~= scale * q, q in [-127, 127], symmetric) and the row's
+//        L1 norm in quantised units. Scores are scale * (q_float . x_int8) in float32: exact with
+//        respect to what is stored. The few-query path scans with the query quantised to int8 too
+//        (integer dot products, 4x fewer bytes than float32) and keeps every row whose score could
+//        still reach the top-k under a proven error bound, then re-scores those rows exactly.
+//
+// Two paths: few queries (< kBlockedMinQueries) scan the rows once per query, scoring a small block
+// into L1 and selecting against the running threshold (rows split over threads); more queries go
+// through a blocked matrix-product kernel (4 queries x 3 rows register tiles) over L2-sized blocks of
+// rows, with selection per block, so the full score matrix never exists.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace ragcore::dense {
+
+enum class DType : int { f32 = 0, f16 = 1, i8 = 2 };
+
+/// A read-only view of a collection.
+struct Collection {
+  DType dtype = DType::f32;
+  const void* data = nullptr;     // (n, dim) row-major in `dtype`
+  int64_t n = 0;
+  int dim = 0;
+  const float* aux = nullptr;     // i8 only: (n, 2) = (scale, L1 norm of the int8 row)
+  const uint8_t* deleted = nullptr;  // (n,) 1 = tombstoned, or null
+};
+
+/// Queries with fewer rows than this take the scan path; more take the blocked path.
+constexpr int64_t kBlockedMinQueries = 4;
+
+/// Top-k by inner product for `nq` float32 queries (nq, dim) row-major. Writes (nq, k) indices
+/// (-1 padding) and scores (-inf padding), best first, ties to the lower index.
+void search(const Collection& c, const float* queries, int64_t nq, int k, int threads, int64_t* out_indices,
+            float* out_scores);
+
+/// Same, forcing a path: 0 = auto, 1 = scan, 2 = blocked (for tests of both paths).
+void search_path(const Collection& c, const float* queries, int64_t nq, int k, int threads, int path,
+                 int64_t* out_indices, float* out_scores);
+
+/// XOR of the 8-byte words of [data, data + bytes), read by `threads` threads: the benchmarks time it
+/// as the machine's streaming read bandwidth.
+uint64_t read_probe(const void* data, size_t bytes, int threads);
+
+/// The instruction set the kernels use: "avx2" or "scalar". set_isa("auto"|"avx2"|"scalar") overrides
+/// (raises value_error for an unknown name or an ISA this CPU lacks).
+std::string isa();
+void set_isa(const std::string& name);
+
+}  // namespace ragcore::dense

@@ -1,0 +1,659 @@
+// Dense top-k search: kernels (scalar and AVX2+FMA+F16C chosen at run time) and the drivers.
+// See dense.hpp for the design. The SIMD kernels are leaf functions on raw pointers with internal
+// linkage (no std templates inside), so compiling them for AVX2 never leaks AVX2 code into shared
+// inline functions; everything else is portable C++.
+#include "ragcore/dense.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "ragcore/common.hpp"
+#include "ragcore/parallel.hpp"
+#include "ragcore/topk.hpp"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define RAGCORE_X86 1
+#include <immintrin.h>
+#define RAGCORE_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+namespace ragcore::dense {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int kScanBlock = 256;          // rows scored into L1 before selection (scan path)
+constexpr int64_t kScanChunk = 16384;    // rows per task when one query's rows are split over threads
+constexpr int64_t kRowBlock = 192;       // rows per L2 block (blocked path); multiple of 3 and 8
+constexpr int64_t kQueryBlock = 64;      // queries per task (blocked path); multiple of 4
+
+// ---------------------------------------------------------------------------------------------
+// Kernel table
+// ---------------------------------------------------------------------------------------------
+struct Kernels {
+  const char* name;
+  // out[r] = q . X[r] for r < nr
+  void (*scores_f32)(const float* q, const float* X, int64_t nr, int dim, float* out);
+  void (*scores_f16)(const float* q, const uint16_t* X, int64_t nr, int dim, float* out);
+  // out[r] = qq . X[r] in integers (qq: int8 query in [-127, 127])
+  void (*dots_i8)(const int8_t* qq, const int8_t* X, int64_t nr, int dim, int32_t* out);
+  // exact float query . int8 row
+  float (*dot_f32_i8)(const float* q, const int8_t* x, int dim);
+  // out[i * ldo + r] = Q[i] . X[r], i < nq (<= 4), r < nr
+  void (*tile_f32)(const float* Q, int nq, const float* X, int64_t nr, int dim, float* out, int64_t ldo);
+  // rows to float32 (i8: times the row scale)
+  void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  void (*i8_to_f32)(const int8_t* src, const float* aux, int64_t rows, int dim, float* dst);
+  // positions p < n with s[p] >= thr, written to pos; returns their count
+  int (*filter_ge)(const float* s, int n, float thr, int* pos);
+};
+
+// ----------------------------------- scalar ---------------------------------------------------
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      int e = -1;
+      do {
+        man <<= 1;
+        ++e;
+      } while (!(man & 0x400u));
+      bits = sign | (static_cast<uint32_t>(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+void scores_f32_scalar(const float* q, const float* X, int64_t nr, int dim, float* out) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* x = X + r * dim;
+    float s = 0.f;
+    for (int d = 0; d < dim; ++d) s += q[d] * x[d];
+    out[r] = s;
+  }
+}
+void scores_f16_scalar(const float* q, const uint16_t* X, int64_t nr, int dim, float* out) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const uint16_t* x = X + r * dim;
+    float s = 0.f;
+    for (int d = 0; d < dim; ++d) s += q[d] * half_to_float(x[d]);
+    out[r] = s;
+  }
+}
+void dots_i8_scalar(const int8_t* qq, const int8_t* X, int64_t nr, int dim, int32_t* out) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const int8_t* x = X + r * dim;
+    int32_t s = 0;
+    for (int d = 0; d < dim; ++d) s += static_cast<int32_t>(qq[d]) * x[d];
+    out[r] = s;
+  }
+}
+float dot_f32_i8_scalar(const float* q, const int8_t* x, int dim) {
+  float s = 0.f;
+  for (int d = 0; d < dim; ++d) s += q[d] * static_cast<float>(x[d]);
+  return s;
+}
+void tile_f32_scalar(const float* Q, int nq, const float* X, int64_t nr, int dim, float* out, int64_t ldo) {
+  for (int i = 0; i < nq; ++i) scores_f32_scalar(Q + static_cast<int64_t>(i) * dim, X, nr, dim, out + i * ldo);
+}
+void f16_to_f32_scalar(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+void i8_to_f32_scalar(const int8_t* src, const float* aux, int64_t rows, int dim, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float s = aux[2 * r];
+    for (int d = 0; d < dim; ++d) dst[r * dim + d] = s * static_cast<float>(src[r * dim + d]);
+  }
+}
+int filter_ge_scalar(const float* s, int n, float thr, int* pos) {
+  int c = 0;
+  for (int p = 0; p < n; ++p) {
+    pos[c] = p;
+    c += s[p] >= thr;
+  }
+  return c;
+}
+
+const Kernels kScalar = {"scalar",          scores_f32_scalar, scores_f16_scalar, dots_i8_scalar,
+                         dot_f32_i8_scalar, tile_f32_scalar,   f16_to_f32_scalar, i8_to_f32_scalar,
+                         filter_ge_scalar};
+
+// ----------------------------------- AVX2 -----------------------------------------------------
+#ifdef RAGCORE_X86
+RAGCORE_AVX2 inline __m256i tail_mask(int rem) {  // first rem lanes set, 0 < rem < 8
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), idx);
+}
+// Software prefetch of the rows a few groups ahead: the hardware prefetcher alone reaches only ~60% of
+// the read bandwidth when 8 rows are walked side by side.
+inline void prefetch_bytes(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+}
+constexpr int64_t kPrefetchRows = 16;
+
+RAGCORE_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+// the four sums of a, b, c, d
+RAGCORE_AVX2 inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);
+  const __m256 abcd = _mm256_hadd_ps(ab, cd);
+  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+// the eight sums of a[0..7]
+RAGCORE_AVX2 inline __m256 hsum8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+RAGCORE_AVX2 inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// NR rows against one float query: acc[j] over the dimensions, the tail by masked loads.
+template <int NR>
+RAGCORE_AVX2 inline void rows_f32(const float* q, const float* X, int dim, __m256* acc) {
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) acc[j] = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 8 <= dim; d += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + d);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j)
+      acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(X + static_cast<int64_t>(j) * dim + d), acc[j]);
+  }
+  if (d < dim) {
+    const __m256i m = tail_mask(dim - d);
+    const __m256 qv = _mm256_maskload_ps(q + d, m);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j)
+      acc[j] = _mm256_fmadd_ps(qv, _mm256_maskload_ps(X + static_cast<int64_t>(j) * dim + d, m), acc[j]);
+  }
+}
+template <int NR>
+RAGCORE_AVX2 inline void rows_f16(const float* q, const uint16_t* X, int dim, __m256* acc) {
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) acc[j] = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 8 <= dim; d += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + d);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(X + static_cast<int64_t>(j) * dim + d));
+      acc[j] = _mm256_fmadd_ps(qv, _mm256_cvtph_ps(h), acc[j]);
+    }
+  }
+  if (d < dim) {  // tail: copy into a zeroed buffer (no 16-bit masked load in AVX2)
+    const int rem = dim - d;
+    const __m256 qv = _mm256_maskload_ps(q + d, tail_mask(rem));
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      std::memcpy(t, X + static_cast<int64_t>(j) * dim + d, static_cast<size_t>(rem) * 2);
+      acc[j] = _mm256_fmadd_ps(qv, _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(t))), acc[j]);
+    }
+  }
+}
+// One float query against rows of T (float or half): 8 rows side by side, then the tail rows.
+template <int NR>
+RAGCORE_AVX2 inline void rows_any(const float* q, const float* X, int dim, __m256* acc) { rows_f32<NR>(q, X, dim, acc); }
+template <int NR>
+RAGCORE_AVX2 inline void rows_any(const float* q, const uint16_t* X, int dim, __m256* acc) { rows_f16<NR>(q, X, dim, acc); }
+template <class T>
+RAGCORE_AVX2 void scores_avx2(const float* q, const T* X, int64_t nr, int dim, float* out) {
+  int64_t r = 0;
+  __m256 acc[8];
+  for (; r + 8 <= nr; r += 8) {
+    if (r + kPrefetchRows + 8 <= nr) prefetch_bytes(X + (r + kPrefetchRows) * dim, 8 * sizeof(T) * static_cast<size_t>(dim));
+    rows_any<8>(q, X + r * dim, dim, acc);
+    _mm256_storeu_ps(out + r, hsum8(acc));
+  }
+  for (; r < nr; ++r) {
+    rows_any<1>(q, X + r * dim, dim, acc);
+    out[r] = hsum(acc[0]);
+  }
+}
+RAGCORE_AVX2 void scores_f32_avx2(const float* q, const float* X, int64_t nr, int dim, float* out) {
+  scores_avx2(q, X, nr, dim, out);
+}
+RAGCORE_AVX2 void scores_f16_avx2(const float* q, const uint16_t* X, int64_t nr, int dim, float* out) {
+  scores_avx2(q, X, nr, dim, out);
+}
+
+// int8 . int8 with q in [-127, 127]: |q| (unsigned) times sign(q) * x (signed) by maddubs; pairs of
+// products fit int16 (2 * 127 * 127 < 32768), widened to int32 by madd with ones.
+template <int NR>
+RAGCORE_AVX2 inline void rows_i8(const int8_t* qq, const int8_t* X, int dim, int32_t* out) {
+  __m256i acc[NR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) acc[j] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  int d = 0;
+  for (; d + 32 <= dim; d += 32) {
+    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + d));
+    const __m256i qa = _mm256_abs_epi8(qv);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(X + static_cast<int64_t>(j) * dim + d));
+      const __m256i p = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(x, qv));
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p, ones));
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) {
+    int32_t s = hsum_epi32(acc[j]);
+    const int8_t* x = X + static_cast<int64_t>(j) * dim;
+    for (int t = d; t < dim; ++t) s += static_cast<int32_t>(qq[t]) * x[t];
+    out[j] = s;
+  }
+}
+RAGCORE_AVX2 void dots_i8_avx2(const int8_t* qq, const int8_t* X, int64_t nr, int dim, int32_t* out) {
+  int64_t r = 0;
+  for (; r + 8 <= nr; r += 8) {
+    if (r + kPrefetchRows + 8 <= nr) prefetch_bytes(X + (r + kPrefetchRows) * dim, 8 * static_cast<size_t>(dim));
+    rows_i8<8>(qq, X + r * dim, dim, out + r);
+  }
+  for (; r < nr; ++r) rows_i8<1>(qq, X + r * dim, dim, out + r);
+}
+RAGCORE_AVX2 float dot_f32_i8_avx2(const float* q, const int8_t* x, int dim) {
+  __m256 acc = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 8 <= dim; d += 8) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(x + d));
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), acc);
+  }
+  float s = hsum(acc);
+  for (; d < dim; ++d) s += q[d] * static_cast<float>(x[d]);
+  return s;
+}
+
+// Register tile: NQ queries x NR rows, accumulators acc[i][j] of 8 lanes, reduced at the end.
+// 4 x 3 uses 12 accumulators + 3 rows + 1 query = 16 ymm registers: 12 FMAs per 7 loads.
+template <int NQ, int NR>
+RAGCORE_AVX2 inline void tile(const float* Q, const float* X, int dim, float* out, int64_t ldo) {
+  __m256 acc[NQ][NR];
+#pragma GCC unroll 4
+  for (int i = 0; i < NQ; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 8 <= dim; d += 8) {
+    __m256 x[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) x[j] = _mm256_loadu_ps(X + static_cast<int64_t>(j) * dim + d);
+#pragma GCC unroll 4
+    for (int i = 0; i < NQ; ++i) {
+      const __m256 qv = _mm256_loadu_ps(Q + static_cast<int64_t>(i) * dim + d);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(qv, x[j], acc[i][j]);
+    }
+  }
+  if (d < dim) {
+    const __m256i m = tail_mask(dim - d);
+    __m256 x[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) x[j] = _mm256_maskload_ps(X + static_cast<int64_t>(j) * dim + d, m);
+#pragma GCC unroll 4
+    for (int i = 0; i < NQ; ++i) {
+      const __m256 qv = _mm256_maskload_ps(Q + static_cast<int64_t>(i) * dim + d, m);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(qv, x[j], acc[i][j]);
+    }
+  }
+  if constexpr (NQ == 4) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) {
+      alignas(16) float s[4];
+      _mm_store_ps(s, hsum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
+      out[j] = s[0];
+      out[ldo + j] = s[1];
+      out[2 * ldo + j] = s[2];
+      out[3 * ldo + j] = s[3];
+    }
+  } else {
+#pragma GCC unroll 4
+    for (int i = 0; i < NQ; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) out[i * ldo + j] = hsum(acc[i][j]);
+  }
+}
+template <int NQ>
+RAGCORE_AVX2 inline void tile_rows(const float* Q, const float* X, int64_t nr, int dim, float* out, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + 3 <= nr; r += 3) tile<NQ, 3>(Q, X + r * dim, dim, out + r, ldo);
+  for (; r < nr; ++r) tile<NQ, 1>(Q, X + r * dim, dim, out + r, ldo);
+}
+RAGCORE_AVX2 void tile_f32_avx2(const float* Q, int nq, const float* X, int64_t nr, int dim, float* out,
+                                int64_t ldo) {
+  switch (nq) {
+    case 4: tile_rows<4>(Q, X, nr, dim, out, ldo); break;
+    case 3: tile_rows<3>(Q, X, nr, dim, out, ldo); break;
+    case 2: tile_rows<2>(Q, X, nr, dim, out, ldo); break;
+    case 1: tile_rows<1>(Q, X, nr, dim, out, ldo); break;
+    default: break;
+  }
+}
+RAGCORE_AVX2 void f16_to_f32_avx2(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+RAGCORE_AVX2 void i8_to_f32_avx2(const int8_t* src, const float* aux, int64_t rows, int dim, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m256 s = _mm256_set1_ps(aux[2 * r]);
+    const int8_t* x = src + r * dim;
+    float* o = dst + r * dim;
+    int d = 0;
+    for (; d + 8 <= dim; d += 8) {
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(x + d));
+      _mm256_storeu_ps(o + d, _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))));
+    }
+    for (; d < dim; ++d) o[d] = aux[2 * r] * static_cast<float>(x[d]);
+  }
+}
+RAGCORE_AVX2 int filter_ge_avx2(const float* s, int n, float thr, int* pos) {
+  int c = 0, p = 0;
+  const __m256 t = _mm256_set1_ps(thr);
+  for (; p + 8 <= n; p += 8) {
+    unsigned m = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + p), t, _CMP_GE_OQ)));
+    while (m) {
+      pos[c++] = p + __builtin_ctz(m);
+      m &= m - 1;
+    }
+  }
+  for (; p < n; ++p) {
+    pos[c] = p;
+    c += s[p] >= thr;
+  }
+  return c;
+}
+
+const Kernels kAvx2 = {"avx2",          scores_f32_avx2, scores_f16_avx2, dots_i8_avx2,   dot_f32_i8_avx2,
+                       tile_f32_avx2,   f16_to_f32_avx2, i8_to_f32_avx2,  filter_ge_avx2};
+
+bool cpu_has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+#else
+bool cpu_has_avx2() { return false; }
+#endif
+
+const Kernels* best_kernels() {
+#ifdef RAGCORE_X86
+  if (cpu_has_avx2()) return &kAvx2;
+#endif
+  return &kScalar;
+}
+
+std::atomic<const Kernels*> g_kernels{nullptr};
+
+const Kernels& kernels() {
+  const Kernels* k = g_kernels.load(std::memory_order_acquire);
+  if (!k) {
+    k = best_kernels();
+    g_kernels.store(k, std::memory_order_release);
+  }
+  return *k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drivers
+// ---------------------------------------------------------------------------------------------
+inline bool live(const Collection& c, int64_t i) { return !c.deleted || !c.deleted[i]; }
+
+const float* f32_rows(const Collection& c, int64_t r) {
+  return static_cast<const float*>(c.data) + r * c.dim;
+}
+const uint16_t* f16_rows(const Collection& c, int64_t r) {
+  return static_cast<const uint16_t*>(c.data) + r * c.dim;
+}
+const int8_t* i8_rows(const Collection& c, int64_t r) {
+  return static_cast<const int8_t*>(c.data) + r * c.dim;
+}
+
+/// Scan rows [b, e) for one float query (f32 / f16), pushing into top.
+void scan_float(const Kernels& K, const Collection& c, const float* q, int64_t b, int64_t e, TopK& top) {
+  float buf[kScanBlock];
+  int pos[kScanBlock];
+  for (int64_t r = b; r < e; r += kScanBlock) {
+    const int nr = static_cast<int>(std::min<int64_t>(kScanBlock, e - r));
+    if (c.dtype == DType::f32)
+      K.scores_f32(q, f32_rows(c, r), nr, c.dim, buf);
+    else
+      K.scores_f16(q, f16_rows(c, r), nr, c.dim, buf);
+    const int m = K.filter_ge(buf, nr, top.threshold(), pos);
+    for (int t = 0; t < m; ++t) {
+      const int64_t i = r + pos[t];
+      if (live(c, i)) top.push(buf[pos[t]], i);
+    }
+  }
+}
+
+/// The int8 query of a float query: qq = round(q / sq), sq = max|q| / 127.
+float quantize_query(const float* q, int dim, int8_t* qq) {
+  float amax = 0.f;
+  for (int d = 0; d < dim; ++d) amax = std::max(amax, std::fabs(q[d]));
+  const float sq = amax > 0.f ? amax / 127.f : 1.f;
+  for (int d = 0; d < dim; ++d) {
+    const float v = std::nearbyint(q[d] / sq);
+    qq[d] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, v)));
+  }
+  return sq;
+}
+
+/// int8 scan state of one worker: top-k of the lower bounds and the rows whose upper bound reached
+/// the running k-th lower bound (only those can be in the exact top-k).
+struct I8Scan {
+  explicit I8Scan(int k) : lower(static_cast<size_t>(k)) {}
+  TopK lower;
+  std::vector<std::pair<float, int64_t>> cand;  // (upper bound, row)
+  void prune() {
+    const float t = lower.threshold();
+    size_t w = 0;
+    for (const auto& x : cand)
+      if (x.first >= t) cand[w++] = x;
+    cand.resize(w);
+  }
+};
+
+// For a query q with q = sq * qq + e, |e_d| <= sq / 2 (round to nearest; clipping never happens since
+// |q_d| <= 127 sq), the exact score s = scale * (q . x) and the integer estimate a = scale * sq * (qq . x)
+// differ by at most scale * (sq / 2) * |x|_1. The float rounding of a and of the bound is covered by
+// a relative slack far above float epsilon.
+void scan_i8(const Kernels& K, const Collection& c, const int8_t* qq, float sq, int64_t b, int64_t e, I8Scan& st) {
+  int32_t dots[kScanBlock];
+  float upper[kScanBlock], lowerb[kScanBlock];
+  int pos[kScanBlock];
+  for (int64_t r = b; r < e; r += kScanBlock) {
+    const int nr = static_cast<int>(std::min<int64_t>(kScanBlock, e - r));
+    K.dots_i8(qq, i8_rows(c, r), nr, c.dim, dots);
+    const float* aux = c.aux + 2 * r;
+    for (int t = 0; t < nr; ++t) {
+      const float scale = aux[2 * t];
+      const float a = scale * sq * static_cast<float>(dots[t]);
+      const float bound = scale * sq * (0.5f * aux[2 * t + 1]) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f + 1e-30f;
+      upper[t] = a + bound;
+      lowerb[t] = a - bound;
+    }
+    const int m = K.filter_ge(upper, nr, st.lower.threshold(), pos);
+    for (int t = 0; t < m; ++t) {
+      const int64_t i = r + pos[t];
+      if (!live(c, i)) continue;
+      st.lower.push(lowerb[pos[t]], i);
+      st.cand.emplace_back(upper[pos[t]], i);
+    }
+    if (st.cand.size() > 8192) {
+      st.lower.tighten();
+      st.prune();
+    }
+  }
+}
+
+void search_scan(const Kernels& K, const Collection& c, const float* queries, int64_t nq, int k, int threads,
+                 int64_t* out_idx, float* out_scores) {
+  const int dim = c.dim;
+  const int64_t n_chunks = (c.n + kScanChunk - 1) / kScanChunk;
+  const int workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_chunks)));
+  std::vector<int8_t> qq(static_cast<size_t>(dim));
+  for (int64_t qi = 0; qi < nq; ++qi) {
+    const float* q = queries + qi * dim;
+    TopK final_top(static_cast<size_t>(k));
+    if (c.dtype == DType::i8) {
+      const float sq = quantize_query(q, dim, qq.data());
+      std::vector<I8Scan> st;
+      for (int w = 0; w < workers; ++w) st.emplace_back(k);
+      parallel_for(static_cast<size_t>(c.n), workers, static_cast<size_t>(kScanChunk),
+                   [&](int w, size_t b, size_t e) { scan_i8(K, c, qq.data(), sq, b, e, st[w]); });
+      TopK lower(static_cast<size_t>(k));  // the k-th best lower bound over all workers
+      for (auto& s : st) s.lower.for_each([&](float v, int64_t i) { lower.push(v, i); });
+      lower.tighten();
+      const float t = lower.threshold();
+      for (auto& s : st)
+        for (const auto& x : s.cand)
+          if (x.first >= t) {
+            const int64_t i = x.second;
+            final_top.push(c.aux[2 * i] * K.dot_f32_i8(q, i8_rows(c, i), dim), i);
+          }
+    } else if (workers <= 1) {
+      scan_float(K, c, q, 0, c.n, final_top);
+    } else {
+      std::vector<TopK> tops(static_cast<size_t>(workers), TopK(static_cast<size_t>(k)));
+      parallel_for(static_cast<size_t>(c.n), workers, static_cast<size_t>(kScanChunk),
+                   [&](int w, size_t b, size_t e) { scan_float(K, c, q, b, e, tops[w]); });
+      for (auto& t : tops) t.for_each([&](float v, int64_t i) { final_top.push(v, i); });
+    }
+    final_top.write(out_idx + qi * k, out_scores + qi * k);
+  }
+}
+
+void search_blocked(const Kernels& K, const Collection& c, const float* queries, int64_t nq, int k, int threads,
+                    int64_t* out_idx, float* out_scores) {
+  const int dim = c.dim;
+  // Queries per task: all of them split evenly over the threads, at most kQueryBlock, a multiple of 4.
+  int64_t qb = (nq + threads - 1) / std::max(threads, 1);
+  qb = std::min<int64_t>(kQueryBlock, (qb + 3) / 4 * 4);
+  parallel_for(static_cast<size_t>(nq), threads, static_cast<size_t>(qb), [&](int, size_t qb0, size_t qe0) {
+    const int64_t q0 = static_cast<int64_t>(qb0), q1 = static_cast<int64_t>(qe0), m = q1 - q0;
+    std::vector<TopK> tops(static_cast<size_t>(m), TopK(static_cast<size_t>(k)));
+    std::vector<float> scores(static_cast<size_t>(4 * kRowBlock));
+    std::vector<float> rows;  // f16 / i8 rows of the block, converted once for all the task's queries
+    if (c.dtype != DType::f32) rows.resize(static_cast<size_t>(kRowBlock * dim));
+    std::vector<int> pos(static_cast<size_t>(kRowBlock));
+    for (int64_t r = 0; r < c.n; r += kRowBlock) {
+      const int64_t nr = std::min<int64_t>(kRowBlock, c.n - r);
+      const float* X;
+      if (c.dtype == DType::f32) {
+        X = f32_rows(c, r);
+      } else if (c.dtype == DType::f16) {
+        K.f16_to_f32(f16_rows(c, r), rows.data(), nr * dim);
+        X = rows.data();
+      } else {
+        K.i8_to_f32(i8_rows(c, r), c.aux + 2 * r, nr, dim, rows.data());
+        X = rows.data();
+      }
+      for (int64_t i = 0; i < m; i += 4) {
+        const int nt = static_cast<int>(std::min<int64_t>(4, m - i));
+        K.tile_f32(queries + (q0 + i) * dim, nt, X, nr, dim, scores.data(), kRowBlock);
+        for (int t = 0; t < nt; ++t) {
+          TopK& top = tops[static_cast<size_t>(i + t)];
+          const float* s = scores.data() + static_cast<int64_t>(t) * kRowBlock;
+          const int cnt = K.filter_ge(s, static_cast<int>(nr), top.threshold(), pos.data());
+          for (int u = 0; u < cnt; ++u) {
+            const int64_t row = r + pos[static_cast<size_t>(u)];
+            if (live(c, row)) top.push(s[pos[static_cast<size_t>(u)]], row);
+          }
+        }
+      }
+    }
+    for (int64_t i = 0; i < m; ++i) tops[static_cast<size_t>(i)].write(out_idx + (q0 + i) * k, out_scores + (q0 + i) * k);
+  });
+}
+
+}  // namespace
+
+void search_path(const Collection& c, const float* queries, int64_t nq, int k, int threads, int path,
+                 int64_t* out_idx, float* out_scores) {
+  RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
+  RAGCORE_CHECK(c.dim >= 1, "dim must be >= 1, got " << c.dim);
+  RAGCORE_CHECK(c.dtype != DType::i8 || c.aux != nullptr || c.n == 0, "int8 collection without scales");
+  if (nq <= 0) return;
+  threads = std::max(threads, 1);
+  const Kernels& K = kernels();
+  if (path == 0) path = nq < kBlockedMinQueries ? 1 : 2;
+  if (path == 1)
+    search_scan(K, c, queries, nq, k, threads, out_idx, out_scores);
+  else
+    search_blocked(K, c, queries, nq, k, threads, out_idx, out_scores);
+}
+
+void search(const Collection& c, const float* queries, int64_t nq, int k, int threads, int64_t* out_idx,
+            float* out_scores) {
+  search_path(c, queries, nq, k, threads, 0, out_idx, out_scores);
+}
+
+uint64_t read_probe(const void* data, size_t bytes, int threads) {
+  // XOR of every 8-byte word: a pure streaming read (the benchmarks' memory-bandwidth reference).
+  const uint64_t* w = static_cast<const uint64_t*>(data);
+  const size_t n = bytes / 8;
+  std::vector<uint64_t> part(static_cast<size_t>(std::max(threads, 1)), 0);
+  parallel_for(n, threads, std::max<size_t>(n / static_cast<size_t>(std::max(threads, 1)), 1 << 16),
+               [&](int t, size_t b, size_t e) {
+                 uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                 size_t i = b;
+                 for (; i + 4 <= e; i += 4) {
+                   a0 ^= w[i];
+                   a1 ^= w[i + 1];
+                   a2 ^= w[i + 2];
+                   a3 ^= w[i + 3];
+                 }
+                 for (; i < e; ++i) a0 ^= w[i];
+                 part[static_cast<size_t>(t)] ^= a0 ^ a1 ^ a2 ^ a3;
+               });
+  uint64_t x = 0;
+  for (uint64_t v : part) x ^= v;
+  return x;
+}
+
+std::string isa() { return kernels().name; }
+
+void set_isa(const std::string& name) {
+  if (name == "auto") {
+    g_kernels.store(best_kernels());
+  } else if (name == "scalar") {
+    g_kernels.store(&kScalar);
+  } else if (name == "avx2") {
+#ifdef RAGCORE_X86
+    RAGCORE_CHECK(cpu_has_avx2(), "this CPU lacks AVX2/FMA/F16C");
+    g_kernels.store(&kAvx2);
+#else
+    RAGCORE_CHECK(false, "AVX2 kernels are not built for this architecture");
+#endif
+  } else {
+    RAGCORE_CHECK(false, "unknown instruction set " << '\'' << name << "', expected 'auto', 'avx2' or 'scalar'");
+  }
+}
+
+}  // namespace ragcore::dense
