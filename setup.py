@@ -1,9 +1,12 @@
-"""Thin CMake driver: builds the private extension ``ragcore._core`` with CMake (+ Ninja).
+"""Thin CMake driver: builds the private extensions ``ragcore._core`` and, with a CUDA compiler,
+``ragcore._cuda`` with CMake (+ Ninja), in one CMake run.
 
-Environment knobs: RAGCORE_BUILD_TYPE (default Release), RAGCORE_CUDA=ON|OFF|AUTO (default AUTO),
-CMAKE_ARGS (extra arguments), RAGCORE_BUILD_JOBS (default: all cores).
+Environment knobs: RAGCORE_BUILD_TYPE (default Release), RAGCORE_CUDA=ON|OFF|AUTO (default AUTO: the
+CUDA module is built when nvcc is found, and its absence is not an error), CMAKE_ARGS (extra
+arguments), RAGCORE_BUILD_JOBS (default: all cores).
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +22,26 @@ class CMakeExtension(Extension):
         super().__init__(name, sources=[])
 
 
+def _cuda_mode() -> str:
+    mode = os.environ.get("RAGCORE_CUDA", "AUTO").upper()
+    if mode in ("ON", "1", "TRUE", "YES"):
+        return "ON"
+    if mode in ("OFF", "0", "FALSE", "NO"):
+        return "OFF"
+    return "AUTO"
+
+
+def _nvcc_found() -> bool:
+    return bool(os.environ.get("CUDACXX") or shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"))
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
+        if ext.name == "ragcore._cuda":
+            # built by the same CMake run as _core; missing means CMake found no CUDA compiler
+            if not Path(self.get_ext_fullpath(ext.name)).exists():
+                raise RuntimeError("ragcore._cuda was not built (CMake found no usable CUDA compiler)")
+            return
         import pybind11
 
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
@@ -46,4 +67,9 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", ".", "--config", cfg, "-j", jobs], cwd=build_temp, check=True)
 
 
-setup(ext_modules=[CMakeExtension("ragcore._core")], cmdclass={"build_ext": CMakeBuild})
+EXTENSIONS = [CMakeExtension("ragcore._core")]
+if _cuda_mode() == "ON" or (_cuda_mode() == "AUTO" and _nvcc_found()):
+    EXTENSIONS.append(CMakeExtension("ragcore._cuda"))
+    EXTENSIONS[-1].optional = _cuda_mode() == "AUTO"  # AUTO: a machine without CUDA still installs
+
+setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": CMakeBuild})

@@ -3,8 +3,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <exception>
 #include <string_view>
 #include <vector>
+
+#include "ragcore/common.hpp"
 
 namespace ragcore_py {
 namespace py = pybind11;
@@ -51,5 +54,21 @@ py::array_t<Out> to_numpy(std::vector<T>&& v) {
 }
 
 inline std::string type_name(PyObject* o) { return Py_TYPE(o)->tp_name; }
+
+/// Exception translator of every ragcore module: ragcore's error types -> ValueError, TypeError,
+/// IndexError, RuntimeError (anything else falls through to pybind11's own translation).
+inline void translate_errors(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const ragcore::type_error& e) {
+    PyErr_SetString(PyExc_TypeError, e.what());
+  } catch (const ragcore::value_error& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+  } catch (const ragcore::index_error& e) {
+    PyErr_SetString(PyExc_IndexError, e.what());
+  } catch (const ragcore::internal_error& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+}
 
 }  // namespace ragcore_py

@@ -3,7 +3,7 @@
 
 #include <thread>
 
-#include "ragcore/common.hpp"
+#include "common.hpp"
 
 namespace py = pybind11;
 
@@ -15,19 +15,7 @@ void bind_dense(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ragcore native core (private: use the ragcore package)";
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const ragcore::type_error& e) {
-      PyErr_SetString(PyExc_TypeError, e.what());
-    } catch (const ragcore::value_error& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    } catch (const ragcore::index_error& e) {
-      PyErr_SetString(PyExc_IndexError, e.what());
-    } catch (const ragcore::internal_error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what());
-    }
-  });
+  py::register_exception_translator(ragcore_py::translate_errors);
   ragcore_py::bind_analysis(m);
   ragcore_py::bind_sparse(m);
   ragcore_py::bind_dense(m);
