@@ -27,8 +27,9 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int kScanBlock = 256;          // rows scored into L1 before selection (scan path)
 constexpr int64_t kScanChunk = 16384;    // rows per task when one query's rows are split over threads
-constexpr int64_t kRowBlock = 192;       // rows per L2 block (blocked path); multiple of 3 and 8
-constexpr int64_t kQueryBlock = 64;      // queries per task (blocked path); multiple of 4
+constexpr int64_t kRowBlock = 192;       // rows per L2 block (blocked path); a multiple of kPanel
+constexpr int kPanel = 16;               // rows per packed panel (two 8-float vectors)
+constexpr int kTileQ = 6;                // queries per register tile: 6 x 16 = 12 accumulators
 
 // ---------------------------------------------------------------------------------------------
 // Kernel table
@@ -42,8 +43,10 @@ struct Kernels {
   void (*dots_i8)(const int8_t* qq, const int8_t* X, int64_t nr, int dim, int32_t* out);
   // exact float query . int8 row
   float (*dot_f32_i8)(const float* q, const int8_t* x, int dim);
-  // out[i * ldo + r] = Q[i] . X[r], i < nq (<= 4), r < nr
-  void (*tile_f32)(const float* Q, int nq, const float* X, int64_t nr, int dim, float* out, int64_t ldo);
+  // rows [0, nr) of X into panels of kPanel rows: P[p][d][j] = X[p * kPanel + j][d], zero past nr
+  void (*pack)(const float* X, int64_t nr, int dim, float* P);
+  // out[i * ldo + p * kPanel + j] = Q[i] . row j of panel p, i < nq (<= kTileQ), p < np
+  void (*tile_f32)(const float* Q, int nq, const float* P, int np, int dim, float* out, int64_t ldo);
   // rows to float32 (i8: times the row scale)
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*i8_to_f32)(const int8_t* src, const float* aux, int64_t rows, int dim, float* dst);
@@ -107,8 +110,25 @@ float dot_f32_i8_scalar(const float* q, const int8_t* x, int dim) {
   for (int d = 0; d < dim; ++d) s += q[d] * static_cast<float>(x[d]);
   return s;
 }
-void tile_f32_scalar(const float* Q, int nq, const float* X, int64_t nr, int dim, float* out, int64_t ldo) {
-  for (int i = 0; i < nq; ++i) scores_f32_scalar(Q + static_cast<int64_t>(i) * dim, X, nr, dim, out + i * ldo);
+void pack_scalar(const float* X, int64_t nr, int dim, float* P) {
+  const int64_t np = (nr + kPanel - 1) / kPanel;
+  for (int64_t p = 0; p < np; ++p) {
+    float* o = P + p * kPanel * dim;
+    for (int j = 0; j < kPanel; ++j) {
+      const int64_t r = p * kPanel + j;
+      for (int d = 0; d < dim; ++d) o[static_cast<int64_t>(d) * kPanel + j] = r < nr ? X[r * dim + d] : 0.f;
+    }
+  }
+}
+void tile_f32_scalar(const float* Q, int nq, const float* P, int np, int dim, float* out, int64_t ldo) {
+  for (int i = 0; i < nq; ++i)
+    for (int p = 0; p < np; ++p) {
+      float acc[kPanel] = {};
+      const float* panel = P + static_cast<int64_t>(p) * kPanel * dim;
+      for (int d = 0; d < dim; ++d)
+        for (int j = 0; j < kPanel; ++j) acc[j] += Q[static_cast<int64_t>(i) * dim + d] * panel[d * kPanel + j];
+      for (int j = 0; j < kPanel; ++j) out[i * ldo + p * kPanel + j] = acc[j];
+    }
 }
 void f16_to_f32_scalar(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
@@ -129,8 +149,8 @@ int filter_ge_scalar(const float* s, int n, float thr, int* pos) {
 }
 
 const Kernels kScalar = {"scalar",          scores_f32_scalar, scores_f16_scalar, dots_i8_scalar,
-                         dot_f32_i8_scalar, tile_f32_scalar,   f16_to_f32_scalar, i8_to_f32_scalar,
-                         filter_ge_scalar};
+                         dot_f32_i8_scalar, pack_scalar,       tile_f32_scalar,   f16_to_f32_scalar,
+                         i8_to_f32_scalar,  filter_ge_scalar};
 
 // ----------------------------------- AVX2 -----------------------------------------------------
 #ifdef RAGCORE_X86
@@ -143,12 +163,6 @@ RAGCORE_AVX2 inline float hsum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
-}
-// the four sums of a, b, c, d
-RAGCORE_AVX2 inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
-  const __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);
-  const __m256 abcd = _mm256_hadd_ps(ab, cd);
-  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 RAGCORE_AVX2 inline int32_t hsum_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -240,69 +254,78 @@ RAGCORE_AVX2 float dot_f32_i8_avx2(const float* q, const int8_t* x, int dim) {
   return s;
 }
 
-// Register tile: NQ queries x NR rows, accumulators acc[i][j] of 8 lanes, reduced at the end.
-// 4 x 3 uses 12 accumulators + 3 rows + 1 query = 16 ymm registers: 12 FMAs per 7 loads.
-template <int NQ, int NR>
-RAGCORE_AVX2 inline void tile(const float* Q, const float* X, int dim, float* out, int64_t ldo) {
-  __m256 acc[NQ][NR];
-#pragma GCC unroll 4
-  for (int i = 0; i < NQ; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
-  int d = 0;
-  for (; d + 8 <= dim; d += 8) {
-    __m256 x[NR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) x[j] = _mm256_loadu_ps(X + static_cast<int64_t>(j) * dim + d);
-#pragma GCC unroll 4
-    for (int i = 0; i < NQ; ++i) {
-      const __m256 qv = _mm256_loadu_ps(Q + static_cast<int64_t>(i) * dim + d);
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(qv, x[j], acc[i][j]);
+// Packing: 8 rows x 8 dimensions at a time by an in-register transpose, scalar at the edges.
+RAGCORE_AVX2 inline void transpose8(const float* src, int64_t ld, float* dst, int64_t ldd) {
+  __m256 r[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * ld);
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0 * ldd, _mm256_permute2f128_ps(s0, s4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ldd, _mm256_permute2f128_ps(s1, s5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(s2, s6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(s3, s7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(s0, s4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(s1, s5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(s2, s6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+RAGCORE_AVX2 void pack_avx2(const float* X, int64_t nr, int dim, float* P) {
+  const int64_t np = (nr + kPanel - 1) / kPanel;
+  for (int64_t p = 0; p < np; ++p) {
+    float* o = P + p * kPanel * dim;
+    for (int h = 0; h < kPanel; h += 8) {
+      const int64_t r0 = p * kPanel + h;
+      int d = 0;
+      if (r0 + 8 <= nr)
+        for (; d + 8 <= dim; d += 8) transpose8(X + r0 * dim + d, dim, o + static_cast<int64_t>(d) * kPanel + h, kPanel);
+      for (; d < dim; ++d)
+        for (int j = 0; j < 8; ++j) o[static_cast<int64_t>(d) * kPanel + h + j] = r0 + j < nr ? X[(r0 + j) * dim + d] : 0.f;
     }
   }
-  if (d < dim) {
-    const __m256i m = tail_mask(dim - d);
-    __m256 x[NR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) x[j] = _mm256_maskload_ps(X + static_cast<int64_t>(j) * dim + d, m);
-#pragma GCC unroll 4
+}
+
+// Register tile: NQ queries (broadcast one float at a time) x one panel of 16 rows (two vectors per
+// dimension): 12 accumulators, 12 FMAs per 2 panel loads + 6 broadcasts, and the scores come out
+// laid along the rows, ready for selection (no horizontal sums).
+template <int NQ>
+RAGCORE_AVX2 inline void panel_tile(const float* Q, const float* P, int dim, float* out, int64_t ldo) {
+  __m256 c0[NQ], c1[NQ];
+#pragma GCC unroll 6
+  for (int i = 0; i < NQ; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+  for (int d = 0; d < dim; ++d) {
+    const __m256 b0 = _mm256_loadu_ps(P + d * kPanel), b1 = _mm256_loadu_ps(P + d * kPanel + 8);
+#pragma GCC unroll 6
     for (int i = 0; i < NQ; ++i) {
-      const __m256 qv = _mm256_maskload_ps(Q + static_cast<int64_t>(i) * dim + d, m);
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(qv, x[j], acc[i][j]);
+      const __m256 a = _mm256_broadcast_ss(Q + static_cast<int64_t>(i) * dim + d);
+      c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
     }
   }
-  if constexpr (NQ == 4) {
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) {
-      alignas(16) float s[4];
-      _mm_store_ps(s, hsum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
-      out[j] = s[0];
-      out[ldo + j] = s[1];
-      out[2 * ldo + j] = s[2];
-      out[3 * ldo + j] = s[3];
-    }
-  } else {
-#pragma GCC unroll 4
-    for (int i = 0; i < NQ; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) out[i * ldo + j] = hsum(acc[i][j]);
+#pragma GCC unroll 6
+  for (int i = 0; i < NQ; ++i) {
+    _mm256_storeu_ps(out + i * ldo, c0[i]);
+    _mm256_storeu_ps(out + i * ldo + 8, c1[i]);
   }
 }
 template <int NQ>
-RAGCORE_AVX2 inline void tile_rows(const float* Q, const float* X, int64_t nr, int dim, float* out, int64_t ldo) {
-  int64_t r = 0;
-  for (; r + 3 <= nr; r += 3) tile<NQ, 3>(Q, X + r * dim, dim, out + r, ldo);
-  for (; r < nr; ++r) tile<NQ, 1>(Q, X + r * dim, dim, out + r, ldo);
+RAGCORE_AVX2 inline void panels(const float* Q, const float* P, int np, int dim, float* out, int64_t ldo) {
+  for (int p = 0; p < np; ++p) panel_tile<NQ>(Q, P + static_cast<int64_t>(p) * kPanel * dim, dim, out + p * kPanel, ldo);
 }
-RAGCORE_AVX2 void tile_f32_avx2(const float* Q, int nq, const float* X, int64_t nr, int dim, float* out,
-                                int64_t ldo) {
+RAGCORE_AVX2 void tile_f32_avx2(const float* Q, int nq, const float* P, int np, int dim, float* out, int64_t ldo) {
   switch (nq) {
-    case 4: tile_rows<4>(Q, X, nr, dim, out, ldo); break;
-    case 3: tile_rows<3>(Q, X, nr, dim, out, ldo); break;
-    case 2: tile_rows<2>(Q, X, nr, dim, out, ldo); break;
-    case 1: tile_rows<1>(Q, X, nr, dim, out, ldo); break;
+    case 6: panels<6>(Q, P, np, dim, out, ldo); break;
+    case 5: panels<5>(Q, P, np, dim, out, ldo); break;
+    case 4: panels<4>(Q, P, np, dim, out, ldo); break;
+    case 3: panels<3>(Q, P, np, dim, out, ldo); break;
+    case 2: panels<2>(Q, P, np, dim, out, ldo); break;
+    case 1: panels<1>(Q, P, np, dim, out, ldo); break;
     default: break;
   }
 }
@@ -342,8 +365,8 @@ RAGCORE_AVX2 int filter_ge_avx2(const float* s, int n, float thr, int* pos) {
   return c;
 }
 
-const Kernels kAvx2 = {"avx2",          scores_f32_avx2, scores_f16_avx2, dots_i8_avx2,   dot_f32_i8_avx2,
-                       tile_f32_avx2,   f16_to_f32_avx2, i8_to_f32_avx2,  filter_ge_avx2};
+const Kernels kAvx2 = {"avx2",         scores_f32_avx2, scores_f16_avx2, dots_i8_avx2,   dot_f32_i8_avx2, pack_avx2,
+                       tile_f32_avx2,  f16_to_f32_avx2, i8_to_f32_avx2,  filter_ge_avx2};
 
 bool cpu_has_avx2() {
   __builtin_cpu_init();
@@ -504,15 +527,17 @@ void search_scan(const Kernels& K, const Collection& c, const float* queries, in
 void search_blocked(const Kernels& K, const Collection& c, const float* queries, int64_t nq, int k, int threads,
                     int64_t* out_idx, float* out_scores) {
   const int dim = c.dim;
-  // Queries per task: all of them split evenly over the threads, at most kQueryBlock, a multiple of 4.
+  // Queries per task: all of them split evenly over the threads (a multiple of the tile), so each
+  // block of rows is converted and packed once per thread.
   int64_t qb = (nq + threads - 1) / std::max(threads, 1);
-  qb = std::min<int64_t>(kQueryBlock, (qb + 3) / 4 * 4);
+  qb = (qb + kTileQ - 1) / kTileQ * kTileQ;
   parallel_for(static_cast<size_t>(nq), threads, static_cast<size_t>(qb), [&](int, size_t qb0, size_t qe0) {
     const int64_t q0 = static_cast<int64_t>(qb0), q1 = static_cast<int64_t>(qe0), m = q1 - q0;
     std::vector<TopK> tops(static_cast<size_t>(m), TopK(static_cast<size_t>(k)));
-    std::vector<float> scores(static_cast<size_t>(4 * kRowBlock));
-    std::vector<float> rows;  // f16 / i8 rows of the block, converted once for all the task's queries
+    std::vector<float> scores(static_cast<size_t>(kTileQ * kRowBlock));
+    std::vector<float> rows;  // f16 / i8 rows of the block as float32
     if (c.dtype != DType::f32) rows.resize(static_cast<size_t>(kRowBlock * dim));
+    std::vector<float> packed(static_cast<size_t>(kRowBlock * dim));
     std::vector<int> pos(static_cast<size_t>(kRowBlock));
     for (int64_t r = 0; r < c.n; r += kRowBlock) {
       const int64_t nr = std::min<int64_t>(kRowBlock, c.n - r);
@@ -526,9 +551,11 @@ void search_blocked(const Kernels& K, const Collection& c, const float* queries,
         K.i8_to_f32(i8_rows(c, r), c.aux + 2 * r, nr, dim, rows.data());
         X = rows.data();
       }
-      for (int64_t i = 0; i < m; i += 4) {
-        const int nt = static_cast<int>(std::min<int64_t>(4, m - i));
-        K.tile_f32(queries + (q0 + i) * dim, nt, X, nr, dim, scores.data(), kRowBlock);
+      K.pack(X, nr, dim, packed.data());
+      const int np = static_cast<int>((nr + kPanel - 1) / kPanel);
+      for (int64_t i = 0; i < m; i += kTileQ) {
+        const int nt = static_cast<int>(std::min<int64_t>(kTileQ, m - i));
+        K.tile_f32(queries + (q0 + i) * dim, nt, packed.data(), np, dim, scores.data(), kRowBlock);
         for (int t = 0; t < nt; ++t) {
           TopK& top = tops[static_cast<size_t>(i + t)];
           const float* s = scores.data() + static_cast<int64_t>(t) * kRowBlock;
