@@ -14,11 +14,12 @@ from . import datasets
 from .datasets import get_retrieval_score
 from .evaluation import Evaluation, bleu, citation_recall, evaluate, rouge_l
 from .dense import DenseIndex, cuda_available
+from .encoder import Encoder, export_encoder
 from .hits import Hits
 from .hybrid import DenseRetriever, Hybrid
 from .sparse import BM25, TfIdf
 from .tuning import tune_bm25
 
 
-__all__ = ["Analyzer", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "Hybrid", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
+__all__ = ["Analyzer", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "Encoder", "export_encoder", "Hybrid", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
            "citation_recall", "tune_bm25", "cuda_available", "__version__"]

@@ -52,15 +52,85 @@ def cmd_index(args) -> int:
     retriever.save(args.output)
     dt = time.perf_counter() - t0
     print(f"indexed {len(retriever):,} documents, {retriever.vocabulary_size:,} terms in {dt:.1f} s -> {args.output}")
+    if args.dense:
+        _index_dense(args, total)
     return 0
 
 
-def cmd_search(args) -> int:
+DENSE_SUBDIR = "dense"
+
+
+def _load_encoder(spec, quantized, quiet: bool = True):
+    """The encoder of `spec` ("default" or a folder); quantized None: int8 when the folder has it."""
+    from .encoder import Encoder
+
+    return Encoder.load(None if spec in (None, "default") else spec, quantized=quantized,
+                        progress=None if not quiet else False)
+
+
+def _index_dense(args, total: int) -> None:
+    """Encode the corpus again (streamed in chunks) into DIR/dense, beside the sparse index."""
+    import os
+
+    from . import corpus as corpus_mod
+    from .dense import DenseIndex
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    quantized = {"auto": None, "int8": True, "float32": False}[args.encoder_precision]
+    encoder = _load_encoder(args.encoder, quantized, quiet=args.quiet)
+    index = DenseIndex(encoder.dim, metric="cosine", dtype=args.dense_dtype, device=args.device)
+    index.info = {"encoder": "default" if args.encoder in (None, "default") else os.path.abspath(args.encoder),
+                  "encoder_int8": bool(encoder.quantized)}
+    chunk_ids: List[str] = []
+    chunk: List[str] = []
+    with tqdm(total=total, unit="doc", desc="encoding", disable=args.quiet) as bar:
+        def flush():
+            if chunk:
+                index.add(encoder.encode(chunk, batch_size=64), ids=list(chunk_ids))
+                bar.update(len(chunk))
+                chunk.clear()
+                chunk_ids.clear()
+
+        for doc_id, text in corpus_mod.iter_corpus(args.corpus):
+            chunk_ids.append(doc_id)
+            chunk.append(text)
+            if len(chunk) >= 2048:
+                flush()
+        flush()
+    out = os.path.join(args.output, DENSE_SUBDIR)
+    index.save(out)
+    print(f"encoded {len(index):,} documents ({index.dtype}, dim {index.dim}) in "
+          f"{time.perf_counter() - t0:.1f} s -> {out}")
+
+
+def _open_retriever(path, mode: str, fusion: str = "rrf", quiet: bool = True):
+    """The retriever of an index directory: its sparse index, its dense part, or both fused."""
+    import os
+
     from .sparse import load
 
-    retriever = load(args.index, verify=False)
+    if mode == "sparse":
+        return load(path, verify=False)
+    from .dense import DenseIndex
+    from .hybrid import DenseRetriever, Hybrid
+
+    dense_dir = os.path.join(path, DENSE_SUBDIR)
+    if not os.path.isdir(dense_dir):
+        raise ValueError(f"{path} has no dense index ({DENSE_SUBDIR}/): build it with `ragcore index --dense`")
+    index = DenseIndex.load(dense_dir, verify=False)
+    encoder = _load_encoder(index.info.get("encoder"), bool(index.info.get("encoder_int8")), quiet=quiet)
+    dense = DenseRetriever(index, encoder)
+    if mode == "dense":
+        return dense
+    return Hybrid([load(path, verify=False), dense], fusion=fusion)
+
+
+def cmd_search(args) -> int:
+    retriever = _open_retriever(args.index, args.mode, args.fusion)
     queries = args.query
-    hits = retriever.search(queries, k=args.k, threads=args.threads)
+    kw = {"threads": args.threads} if args.mode != "hybrid" else {}
+    hits = retriever.search(queries, k=args.k, **kw)
     ids = hits.ids
     for qi, q in enumerate(queries):
         if len(queries) > 1:
@@ -255,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--threads", type=int, default=None)
     pi.add_argument("--batch-size", type=int, default=4096)
     pi.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pi.add_argument("--dense", action="store_true",
+                    help="also build a dense index (DIR/dense) with the sentence encoder")
+    pi.add_argument("--encoder", default="default",
+                    help="encoder folder (ragcore export-encoder) or 'default' (all-MiniLM-L6-v2)")
+    pi.add_argument("--encoder-precision", choices=["auto", "int8", "float32"], default="auto",
+                    help="encoder model: int8 (faster; the default when the folder has it) or float32")
+    pi.add_argument("--dense-dtype", choices=["float32", "float16", "int8"], default="float32",
+                    help="how the dense index stores vectors")
+    pi.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="dense index device")
     pi.set_defaults(func=cmd_index)
 
     ps = sub.add_parser("search", help="search an index")
@@ -262,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("query", nargs="+", help="one or more query texts")
     ps.add_argument("-k", type=int, default=10)
     ps.add_argument("--threads", type=int, default=None)
+    ps.add_argument("--mode", choices=["sparse", "dense", "hybrid"], default="sparse",
+                    help="sparse (BM25/TF-IDF), dense (encoder + DenseIndex) or hybrid (both fused)")
+    ps.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf", help="hybrid fusion")
     ps.set_defaults(func=cmd_search)
 
     pe = sub.add_parser("eval", help="evaluate retriever configurations on a BEIR folder")
@@ -300,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--threads", type=int, default=None)
     pt.add_argument("-q", "--quiet", action="store_true")
     pt.set_defaults(func=cmd_tune)
+
+    from .encoder import add_export_encoder_parser
+
+    add_export_encoder_parser(sub)
 
     pd = sub.add_parser("demo", help="search Python's own documentation (embedded default corpus)")
     pd.add_argument("--question", default=None, help="ask one question (default: interactive prompt)")

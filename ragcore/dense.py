@@ -430,9 +430,9 @@ class DenseIndex:
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Save to a directory (atomically: a crash never leaves a half-written index)."""
         if self._store is not None:
-            host = self._store.to_host()
-            data = host if self.dtype == "float32" else host.astype(np.float16)
-            dtype = self.dtype if self.dtype != "bfloat16" else "float16"
+            host = self._store.to_host()  # float32 rows (bfloat16 ones are saved as float32: exact)
+            dtype = "float16" if self.dtype == "float16" else "float32"
+            data = host.astype(np.float16) if dtype == "float16" else host
             aux = None
         else:
             data, aux, dtype = self._data[: self._n], None if self._aux is None else self._aux[: self._n], self.dtype

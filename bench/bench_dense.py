@@ -1,0 +1,393 @@
+"""Dense top-k search: ragcore.DenseIndex against faiss-cpu IndexFlatIP and numpy, in one run.
+
+Collections of random unit vectors (fixed seed), 384 dimensions, 100k and 1M rows; queries are other
+random unit vectors. For each engine: one query per call ("batch 1", a stream of single queries) and
+1000 queries in one call ("batch 1000"), k = 10 and 100, one thread and all threads. Figures: queries/s
+(median of repeats after a warm-up), GB/s (bytes of the collection read per second: rows x bytes per
+row x queries/s, the roofline of batch 1) and GFLOP/s (2 x rows x dim x queries/s, the roofline of
+batches), beside the machine's streaming read bandwidth and its sgemm peak (numpy's BLAS), measured in
+the same run. Recall@10 of float16 / int8 against exact float32 is reported on the random vectors and,
+when the ONNX encoder is available, on real embeddings of ../shared/data (msmarco-5k + dbpedia-5k
+passages, their judged queries), with nDCG@10 of BM25, dense and hybrid (RRF, weighted) there.
+
+    python bench/bench_dense.py                  # 100k and 1M (about 15 minutes on 2 cores)
+    python bench/bench_dense.py --sizes 100000   # quicker
+    python bench/bench_dense.py --quick          # smoke run (20k rows, few repeats)
+
+Thread counts: ragcore takes `threads=`; faiss `faiss.omp_set_num_threads`; numpy's BLAS
+`threadpoolctl.threadpool_limits`. One thread means one thread for every engine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA_DIR, machine_info  # noqa: E402
+
+DIM = 384
+
+
+def unit(rng, n, dim, chunk=100_000):
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, chunk):
+        x = rng.standard_normal((min(chunk, n - s), dim), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[s:s + len(x)] = x
+    return out
+
+
+def median_time(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+# ---------------------------------------------------------------------------------------------
+# machine references
+
+
+def read_bandwidth(threads, nbytes=1 << 30, repeats=5):
+    from ragcore import _core
+
+    a = np.ones(nbytes // 8, np.uint64)
+    t, _ = median_time(lambda: _core.read_probe(a, threads), repeats)
+    return nbytes / t / 1e9
+
+
+def sgemm_peak(threads, repeats=5):
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1000, DIM), dtype=np.float32)
+    b = rng.standard_normal((DIM, 20000), dtype=np.float32)
+    c = np.empty((1000, 20000), np.float32)
+    with threadpool_limits(threads):
+        t, _ = median_time(lambda: np.matmul(a, b, out=c), repeats)
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / t / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# engines: each returns (build(), search(queries, k) -> (indices, scores)) with threads fixed
+
+
+class Ragcore:
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.name = f"ragcore {dtype}"
+
+    def build(self, x):
+        import ragcore as rc
+
+        self.index = rc.DenseIndex(x.shape[1], metric="ip", dtype=self.dtype, device="cpu").add(x)
+        self.bytes_per_row = {"float32": 4, "float16": 2, "int8": 1}[self.dtype] * x.shape[1]
+        if self.dtype == "int8":
+            self.bytes_per_row += 8  # scale + L1 per row
+
+    def search(self, q, k, threads):
+        h = self.index.search(q, k=k, threads=threads)
+        return h.indices, h.scores
+
+
+class Faiss:
+    name = "faiss IndexFlatIP"
+
+    def build(self, x):
+        import faiss
+
+        self.faiss = faiss
+        self.index = faiss.IndexFlatIP(x.shape[1])
+        self.index.add(x)
+        self.bytes_per_row = 4 * x.shape[1]
+
+    def search(self, q, k, threads):
+        self.faiss.omp_set_num_threads(threads)
+        d, i = self.index.search(q, k)
+        return i, d
+
+
+class Numpy:
+    name = "numpy matmul+argpartition"
+
+    def build(self, x):
+        self.x = x
+        self.bytes_per_row = 4 * x.shape[1]
+
+    def search(self, q, k, threads):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(threads):
+            s = q @ self.x.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        ps = np.take_along_axis(s, part, 1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        return np.take_along_axis(part, order, 1), np.take_along_axis(ps, order, 1)
+
+
+def recall_at(ids, truth, k=10):
+    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, truth)]))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_size(n, args, all_threads, rows_out):
+    rng = np.random.default_rng(42)
+    t0 = time.perf_counter()
+    x = unit(rng, n, DIM)
+    queries = unit(np.random.default_rng(7), 1000, DIM)
+    print(f"\n== {n:,} x {DIM} (generated in {time.perf_counter() - t0:.1f} s)", flush=True)
+    engines = [Ragcore("float32"), Ragcore("float16"), Ragcore("int8"), Faiss()]
+    if not args.no_numpy:
+        engines.append(Numpy())
+    for e in engines:
+        t0 = time.perf_counter()
+        e.build(x)
+        e.build_s = time.perf_counter() - t0
+    truth = engines[0].search(queries[:200], 10, all_threads)[0]
+    recalls = {e.name: recall_at(e.search(queries[:200], 10, all_threads)[0], truth) for e in engines}
+    n_single = args.single_queries if n <= 200_000 else max(args.single_queries // 4, 5)
+    n_batch = args.batch
+    for threads in sorted({1, all_threads}):
+        for k in (10, 100):
+            for e in engines:
+                # batch 1: a stream of single queries, one per call
+                qs = queries[:n_single]
+                t, _ = median_time(lambda: [e.search(qs[i:i + 1], k, threads) for i in range(len(qs))],
+                                   args.repeats)
+                qps = len(qs) / t
+                rows_out.append(dict(n=n, engine=e.name, threads=threads, k=k, batch=1, qps=qps,
+                                     gbps=qps * n * e.bytes_per_row / 1e9, gflops=qps * 2 * n * DIM / 1e9,
+                                     recall10=recalls[e.name]))
+                print(f"  {e.name:28s} t={threads} k={k:3d} batch 1    {qps:10.1f} q/s "
+                      f"{rows_out[-1]['gbps']:6.1f} GB/s", flush=True)
+                if n > 200_000 and threads == 1 and k == 100 and e.name.startswith("numpy"):
+                    continue
+                qb = queries[:n_batch]
+                reps = args.repeats if n <= 200_000 else max(1, args.repeats - 2)
+                t, _ = median_time(lambda: e.search(qb, k, threads), reps)
+                qps = len(qb) / t
+                rows_out.append(dict(n=n, engine=e.name, threads=threads, k=k, batch=len(qb), qps=qps,
+                                     gbps=qps * n * e.bytes_per_row / 1e9, gflops=qps * 2 * n * DIM / 1e9,
+                                     recall10=recalls[e.name]))
+                print(f"  {e.name:28s} t={threads} k={k:3d} batch {len(qb)} {qps:10.1f} q/s "
+                      f"{rows_out[-1]['gflops']:6.1f} GFLOP/s", flush=True)
+    del engines, x
+
+
+def run_gpu(n, args, rows_out):
+    """GPU rows (only with a GPU and ragcore's CUDA module): ragcore device="cuda" (float32, float16,
+    bfloat16) against CuPy matmul + argpartition and, if importable, faiss-gpu GpuIndexFlatIP; GB/s
+    beside the device's read bandwidth measured with a CuPy reduction."""
+    import ragcore as rc
+
+    if not rc.cuda_available():
+        return None
+    try:
+        import cupy as cp
+    except ImportError:
+        cp = None
+    rng = np.random.default_rng(42)
+    x = unit(rng, n, DIM)
+    queries = unit(np.random.default_rng(7), 1000, DIM)
+    ref = {}
+    if cp is not None:
+        big = cp.ones(1 << 28, cp.float32)
+
+        def sync(fn):
+            def run():
+                fn()
+                cp.cuda.Device().synchronize()
+            return run
+
+        t, _ = median_time(sync(lambda: big.sum()), 5)
+        ref["hbm_read_gbps"] = big.nbytes / t / 1e9
+        del big
+    engines = []
+    for dtype in ("float32", "float16", "bfloat16"):
+        idx = rc.DenseIndex(DIM, metric="ip", dtype=dtype, device="cuda").add(x)
+        engines.append((f"ragcore cuda {dtype}", {"float32": 4, "float16": 2, "bfloat16": 2}[dtype] * DIM,
+                        lambda q, k, idx=idx: idx.search(q, k=k)))
+    if cp is not None:
+        xd = cp.asarray(x)
+
+        def cupy_search(q, k):
+            s = cp.asarray(q) @ xd.T
+            part = cp.argpartition(-s, k - 1, axis=1)[:, :k]
+            ps = cp.take_along_axis(s, part, 1)
+            order = cp.argsort(-ps, axis=1)
+            out = cp.take_along_axis(part, order, 1)
+            cp.cuda.Device().synchronize()
+            return out
+        engines.append(("cupy matmul+argpartition", 4 * DIM, cupy_search))
+    try:
+        import faiss
+
+        res = faiss.StandardGpuResources()
+        gidx = faiss.GpuIndexFlatIP(res, DIM)
+        gidx.add(x)
+        engines.append(("faiss-gpu GpuIndexFlatIP", 4 * DIM, lambda q, k: gidx.search(q, k)))
+    except Exception:
+        pass
+    for name, bpr, fn in engines:
+        for k in (10, 100):
+            for batch in (1, 1000):
+                qs = queries[:batch]
+                t, _ = median_time(lambda: fn(qs, k), args.repeats)
+                qps = batch / t
+                rows_out.append(dict(n=n, engine=name, threads="gpu", k=k, batch=batch, qps=qps,
+                                     gbps=qps * n * bpr / 1e9, gflops=qps * 2 * n * DIM / 1e9, recall10=float("nan")))
+                print(f"  {name:28s} k={k:3d} batch {batch:4d} {qps:10.1f} q/s {rows_out[-1]['gbps']:7.1f} GB/s "
+                      f"{rows_out[-1]['gflops']:8.1f} GFLOP/s", flush=True)
+    return ref
+
+
+def real_embeddings(args):
+    """On ../shared/data with the ONNX encoder: recall@10 of float16 / int8 against exact float32, and
+    nDCG@10 of BM25, dense, and their hybrids (RRF and weighted)."""
+    try:
+        import ragcore as rc
+
+        enc = rc.Encoder.load(quantized=False)
+    except Exception as e:  # no encoder: say so in the report
+        return {"skipped": f"no encoder: {e}"}
+    out = {"sets": {}}
+    all_x, all_q = [], []
+    for name in ("msmarco-5k", "dbpedia-5k"):
+        root = DATA_DIR / name
+        if not root.exists():
+            continue
+        corpus, queries, qrels = rc.datasets.load_beir(root)
+        doc_ids, texts = list(corpus), list(corpus.values())
+        qids = [q for q in queries if q in qrels]
+        t0 = time.perf_counter()
+        x = enc.encode(texts, batch_size=64)
+        q = enc.encode([queries[i] for i in qids], batch_size=64)
+        enc_s = time.perf_counter() - t0
+        all_x.append(x)
+        all_q.append(q)
+        bm25 = rc.BM25(analyzer=rc.Analyzer(stopwords="english", stemmer="english")).index(texts, ids=doc_ids)
+        dense_index = rc.DenseIndex(x.shape[1], device="cpu").add(x, ids=doc_ids)
+        dense = rc.DenseRetriever(dense_index, enc)
+        qtexts = [queries[i] for i in qids]
+        res = {"docs": len(texts), "judged_queries": len(qids), "encode_s": enc_s}
+        for label, retriever in (("BM25", bm25), ("dense", dense),
+                                 ("hybrid rrf", rc.Hybrid([bm25, dense], fusion="rrf")),
+                                 ("hybrid weighted", rc.Hybrid([bm25, dense], fusion="weighted"))):
+            hits = retriever.search(qtexts, k=100)
+            res[label] = rc.evaluate(hits, qrels, ["ndcg@10", "recall@100"], query_ids=qids).mean
+        out["sets"][name] = res
+        print(f"  {name}: " + ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in res.items() if isinstance(v, dict)),
+              flush=True)
+    if not all_x:
+        return {"skipped": "no ../shared/data"}
+    x, q = np.concatenate(all_x), np.concatenate(all_q)
+    exact = rc.DenseIndex(x.shape[1], dtype="float32", device="cpu").add(x)
+    truth = exact.search(q, k=10).indices
+    out["recall"] = {"docs": len(x), "queries": len(q)}
+    for dtype in ("float16", "int8"):
+        idx = rc.DenseIndex(x.shape[1], dtype=dtype, device="cpu").add(x)
+        out["recall"][dtype] = {
+            "recall10_batch": recall_at(idx.search(q, k=10).indices, truth),
+            "recall10_single": recall_at(np.concatenate([idx.search(q[i:i + 1], k=10).indices
+                                                         for i in range(len(q))]), truth)}
+    return out
+
+
+def write_report(res, out_dir: Path, stem: str):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    m = res["machine"]
+    lines = ["# Dense top-k search: ragcore vs faiss-cpu vs numpy\n",
+             f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['ram_gib']} GiB; load average at start "
+             f"{', '.join(f'{v:.2f}' for v in m['loadavg_at_start'])}. Command: `{res['command']}`. "
+             f"Total {res['seconds']:.0f} s.\n",
+             "Machine references measured in this run: streaming read "
+             + ", ".join(f"{v:.1f} GB/s ({t} thread{'s' if t != '1' else ''})" for t, v in res["read_gbps"].items())
+             + "; sgemm (numpy BLAS, 1000x384 @ 384x20000) "
+             + ", ".join(f"{v:.1f} GFLOP/s ({t} thread{'s' if t != '1' else ''})" for t, v in res["sgemm_gflops"].items())
+             + ".\n"]
+    if res.get("gpu"):
+        lines.append(f"GPU: device read bandwidth (CuPy sum of 1 GiB) {res['gpu'].get('hbm_read_gbps', float('nan')):.0f} GB/s; "
+                     "rows with threads = gpu.\n")
+    for n in sorted({r["n"] for r in res["rows"]}):
+        lines.append(f"\n## {n:,} x {DIM}, random unit vectors\n")
+        lines.append("| engine | threads | k | batch | queries/s | GB/s | GFLOP/s | recall@10 vs float32 | x faiss |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        rows = [r for r in res["rows"] if r["n"] == n]
+        for r in rows:
+            ref = next((f for f in rows if f["engine"].startswith("faiss") and f["threads"] == r["threads"]
+                        and f["k"] == r["k"] and f["batch"] == r["batch"]), None)
+            ratio = f"{r['qps'] / ref['qps']:.2f}" if ref else ""
+            lines.append(f"| {r['engine']} | {r['threads']} | {r['k']} | {r['batch']} | {r['qps']:,.1f} | "
+                         f"{r['gbps']:.1f} | {r['gflops']:.1f} | {r['recall10']:.4f} | {ratio} |")
+    re_ = res.get("real_embeddings", {})
+    lines.append("\n## Real embeddings (all-MiniLM-L6-v2, ragcore.Encoder float32) on ../shared/data\n")
+    if "skipped" in re_:
+        lines.append(f"Skipped: {re_['skipped']}\n")
+    elif re_:
+        rec = re_["recall"]
+        lines.append(f"Recall@10 against exact float32 ({rec['docs']:,} passages of both sets, "
+                     f"{rec['queries']} judged queries):\n")
+        lines.append("| dtype | recall@10 (one query per call) | recall@10 (batch) |")
+        lines.append("|---|---|---|")
+        for dt in ("float16", "int8"):
+            lines.append(f"| {dt} | {rec[dt]['recall10_single']:.4f} | {rec[dt]['recall10_batch']:.4f} |")
+        lines.append("\nQuality (BM25: English stopwords + Snowball stemming; hybrid: BM25 + dense, depth 100):\n")
+        lines.append("| set | retriever | nDCG@10 | recall@100 |")
+        lines.append("|---|---|---|---|")
+        for name, r in re_["sets"].items():
+            for label in ("BM25", "dense", "hybrid rrf", "hybrid weighted"):
+                lines.append(f"| {name} | {label} | {r[label]['ndcg@10']:.4f} | {r[label]['recall@100']:.4f} |")
+    (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {out_dir / (stem + '.md')}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--single-queries", type=int, default=40, help="queries of the batch-1 stream (100k)")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--no-numpy", action="store_true")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-quality", action="store_true", help="skip the real-embedding recall / nDCG part")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--stem", default="dense")
+    args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.repeats, args.single_queries, args.batch = "20000", 2, 10, 200
+    all_threads = len(os.sched_getaffinity(0))
+    t_start = time.perf_counter()
+    res = {"machine": machine_info(), "command": "python bench/bench_dense.py " + " ".join(sys.argv[1:]),
+           "read_gbps": {}, "sgemm_gflops": {}, "rows": []}
+    for t in sorted({1, all_threads}):
+        res["read_gbps"][str(t)] = read_bandwidth(t)
+        res["sgemm_gflops"][str(t)] = sgemm_peak(t)
+    print("read GB/s", res["read_gbps"], "sgemm GFLOP/s", res["sgemm_gflops"], flush=True)
+    for n in [int(s) for s in args.sizes.split(",")]:
+        run_size(n, args, all_threads, res["rows"])
+    res["gpu"] = {}
+    for n in [int(s) for s in args.sizes.split(",")]:
+        ref = run_gpu(n, args, res["rows"])
+        if ref is not None:
+            res["gpu"] = ref
+    res["real_embeddings"] = real_embeddings(args) if not args.no_quality else {"skipped": "--no-quality"}
+    res["seconds"] = time.perf_counter() - t_start
+    write_report(res, Path(args.out), args.stem + ("-quick" if args.quick else ""))
+
+
+if __name__ == "__main__":
+    main()
