@@ -17,9 +17,11 @@ from .dense import DenseIndex, cuda_available
 from .encoder import Encoder, export_encoder
 from .hits import Hits
 from .hybrid import DenseRetriever, Hybrid
+from .pipeline import RAG, Answer, CallableGenerator, Source, TransformersGenerator, retrieve_context
 from .sparse import BM25, TfIdf
 from .tuning import tune_bm25
 
 
-__all__ = ["Analyzer", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "Encoder", "export_encoder", "Hybrid", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
+__all__ = ["Analyzer", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "RAG", "Answer", "Source", "CallableGenerator", "TransformersGenerator",
+           "retrieve_context", "Encoder", "export_encoder", "Hybrid", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
            "citation_recall", "tune_bm25", "cuda_available", "__version__"]

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["ragcore", "ragcore.analysis", "ragcore.dense", "ragcore.evaluation", "ragcore.hits", "ragcore.hybrid",
+MODULES = ["ragcore", "ragcore.analysis", "ragcore.dense", "ragcore.evaluation", "ragcore.hits", "ragcore.hybrid", "ragcore.pipeline",
            "ragcore.sparse", "ragcore.storage"]
 
 

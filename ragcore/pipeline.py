@@ -1,0 +1,811 @@
+"""The RAG pipeline: retrieve -> build a prompt of numbered sources -> generate -> parse the citations.
+
+``rc.RAG(retriever, generator, k=5, texts=passages)`` works with any retriever of ragcore (``BM25``,
+``TfIdf``, ``DenseRetriever``, ``Hybrid``: anything with ``search(queries, k) -> Hits``) and any
+generator. A *generator* is one of:
+
+- an object with ``generate(prompt, max_new_tokens=..., temperature=0, top_p=1, seed=None, stop=None)
+  -> str`` (such as ``rc.Generator``), and optionally ``stream(prompt, ...)`` yielding text pieces,
+  ``count_tokens(text) -> int``, ``max_context`` (its window, in tokens), ``apply_chat_template(messages)
+  -> str`` and ``last_timings`` (a dict with ``prefill_s``, ``decode_s``, ``first_token_s``, ...);
+- a plain callable ``f(prompt: str) -> str`` (your own model, an HTTP client, ...), wrapped as
+  :class:`CallableGenerator` (pass it directly, or wrap it yourself to give a tokenizer and a window);
+- a Hugging Face transformers model and its tokenizer: :class:`TransformersGenerator(model, tokenizer)`.
+
+The prompt is a system message (the instructions) and a user message (the numbered sources, then the
+question). A generator with ``apply_chat_template`` is given these messages (``generate(messages, ...)``)
+and the token budget counts ``apply_chat_template(messages)``, exactly what the model sees; any other
+generator is given them rendered as plain text (a ``str`` ending in ``Answer:``). ``Answer.prompt`` holds
+the rendered text in both cases.
+
+The other direction, ragcore retrieval inside your own PyTorch / transformers code, is one function,
+:func:`retrieve_context`, which returns the numbered sources as text::
+
+    import ragcore as rc
+    from transformers import pipeline
+
+    bm25 = rc.BM25().index(passages)
+    pipe = pipeline("text-generation", model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    question = "What does the with statement do?"
+    context = rc.retrieve_context(bm25, passages, question, k=3, max_chars=3000)
+    messages = [{"role": "system", "content": "Answer from the sources; cite them as [1], [2]."},
+                {"role": "user", "content": f"Sources:\\n{context}\\n\\nQuestion: {question}"}]
+    print(pipe(messages, max_new_tokens=128)[0]["generated_text"][-1]["content"])
+
+or the same model through the pipeline, with parsed citations::
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(name); model = AutoModelForCausalLM.from_pretrained(name)
+    rag = rc.RAG(bm25, rc.TransformersGenerator(model, tok), k=3, texts=passages)
+    print(rag.answer(question).text)
+
+Examples
+--------
+>>> import ragcore as rc
+>>> from ragcore.pipeline import RAG
+>>> docs = ["The cat sat on the mat.", "Dogs bark at night.", "Cats purr when happy."]
+>>> bm25 = rc.BM25().index(docs, ids=["mat", "bark", "purr"])
+>>> rag = RAG(bm25, lambda prompt: "Cats purr [2] and sit on mats [1].", k=2, texts=docs)
+>>> ans = rag.answer("Why does the cat purr?")
+>>> ans.text
+'Cats purr [2] and sit on mats [1].'
+>>> [(s.rank, s.id, s.cited) for s in ans.sources]
+[(1, 'mat', True), (2, 'purr', True)]
+>>> ans.citations, ans.cited_ids
+([2, 1], ['purr', 'mat'])
+>>> print(ans.prompt.split("Sources:")[1].strip())
+[1] The cat sat on the mat.
+<BLANKLINE>
+[2] Cats purr when happy.
+<BLANKLINE>
+Question: Why does the cat purr?
+<BLANKLINE>
+Answer:
+"""
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["RAG", "Answer", "Source", "AnswerStream", "CallableGenerator", "TransformersGenerator",
+           "retrieve_context", "parse_citations", "DEFAULT_SYSTEM_PROMPT"]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer the question using only the numbered sources below. "
+    "Cite the sources you use in square brackets, like [1] or [2]. "
+    "If the sources do not contain the answer, say that you do not know.")
+
+Messages = List[Dict[str, str]]
+_TIMING_KEYS = ("prefill_s", "decode_s", "first_token_s", "prompt_tokens", "new_tokens")
+
+
+# ------------------------------------------------------------------------------------------- results
+@dataclass
+class Source:
+    """One retrieved passage as it was given to the model.
+
+    Attributes
+    ----------
+    rank : int
+        Its number in the prompt, ``[rank]``, 1-based, best first.
+    id : object
+        The caller's document id (``Hits.ids``), or the index when the retriever has no ids.
+    index : int
+        The document index in the retriever (``Hits.indices``).
+    score : float
+        The retrieval score.
+    text : str
+        The text put in the prompt (the start of the passage when ``truncated``).
+    cited : bool
+        Whether the answer cites it.
+    truncated : bool
+        Whether the token budget cut its text.
+    """
+
+    rank: int
+    id: Any
+    index: int
+    score: float
+    text: str
+    cited: bool = False
+    truncated: bool = False
+
+
+@dataclass
+class Answer:
+    """A generated answer with its sources.
+
+    Attributes
+    ----------
+    question, text, prompt : str
+    sources : list of Source
+        The sources in the prompt, in rank order (those the budget dropped are absent).
+    citations : list of int
+        Source numbers the answer cites, in order of first appearance (numbers outside
+        ``1..len(sources)`` are ignored).
+    timings : dict
+        Seconds: ``retrieve_s``, ``prompt_s``, ``generate_s``, ``total_s``; plus what the generator reports
+        in ``last_timings`` (``prefill_s``, ``decode_s``, ``first_token_s``, token counts); when streaming,
+        ``first_token_s`` is measured from the generator call to the first text piece if not reported.
+    dropped : int
+        Retrieved sources left out of the prompt by the token budget.
+    """
+
+    question: str
+    text: str
+    sources: List[Source]
+    citations: List[int]
+    prompt: str
+    timings: Dict[str, float] = field(default_factory=dict)
+    dropped: int = 0
+
+    @property
+    def cited_ids(self) -> List[Any]:
+        """The ids of the cited sources, in citation order."""
+        return [self.sources[c - 1].id for c in self.citations]
+
+    @property
+    def cited_sources(self) -> List[Source]:
+        return [self.sources[c - 1] for c in self.citations]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serialisable dict (numpy scalars become Python numbers)."""
+        d = asdict(self)
+        d["cited_ids"] = self.cited_ids
+        return _plain(d)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+# ----------------------------------------------------------------------------------------- citations
+_CITE = re.compile(r"\[\s*(?:sources?\s*)?(\d+(?:\s*(?:[,;]|[-\u2013])\s*(?:sources?\s*)?\d+)*)\s*\]", re.IGNORECASE)
+_PART = re.compile(r"(\d+)(?:\s*[-\u2013]\s*(\d+))?")
+
+
+def parse_citations(text: str, n_sources: int) -> List[int]:
+    """Source numbers cited in ``text``, in order of first appearance, without repeats.
+
+    Understands ``[1]``, ``[1, 3]``, ``[1][2]``, ``[1-3]`` (a range, either order), ``[Source 2]``;
+    numbers outside ``1..n_sources`` are ignored.
+
+    >>> from ragcore.pipeline import parse_citations
+    >>> parse_citations("A [2]. B [1, 3][2]. C [4-5], D [9], E [3-1].", n_sources=5)
+    [2, 1, 3, 4, 5]
+    """
+    out: List[int] = []
+    seen = set()
+    for m in _CITE.finditer(text):
+        for p in _PART.finditer(m.group(1)):
+            lo = int(p.group(1))
+            hi = int(p.group(2)) if p.group(2) else lo
+            if lo > hi:
+                lo, hi = hi, lo
+            for c in range(max(lo, 1), min(hi, n_sources) + 1):  # clipped: [1-10**9] costs n_sources
+                if c not in seen:
+                    seen.add(c)
+                    out.append(c)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- generators
+def _cut_at_stop(text: str, stop: Union[None, str, Sequence[str]]) -> str:
+    if not stop:
+        return text
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def _render_plain(messages: Messages) -> str:
+    """Messages as plain text, for generators without a chat template."""
+    parts = [m["content"] for m in messages]
+    return "\n\n".join(parts) + "\n\nAnswer:"
+
+
+class CallableGenerator:
+    """A plain function ``fn(prompt: str) -> str`` as a generator.
+
+    Parameters
+    ----------
+    fn : callable
+        Takes the prompt, returns the generated text (without the prompt). Sampling options are not
+        passed to it; ``stop`` strings are applied to its output here.
+    count_tokens : callable, optional
+        ``count_tokens(text) -> int`` of the model's tokenizer, for the token budget (default: an estimate
+        of one token per 3 characters).
+    max_context : int, optional
+        The model's window in tokens; ``RAG`` fits the prompt to it when set.
+    stream_fn : callable, optional
+        ``stream_fn(prompt) -> iterable of str`` for :meth:`stream`; default: one piece, ``fn(prompt)``.
+
+    Examples
+    --------
+    >>> from ragcore.pipeline import CallableGenerator
+    >>> gen = CallableGenerator(lambda p: p.upper() + " END", max_context=512)
+    >>> gen.generate("hi there", stop=["END"])
+    'HI THERE '
+    >>> gen.count_tokens("123456789")
+    3
+    """
+
+    def __init__(self, fn: Callable[[str], str], count_tokens: Optional[Callable[[str], int]] = None,
+                 max_context: Optional[int] = None, stream_fn: Optional[Callable[[str], Any]] = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        for name, f in (("count_tokens", count_tokens), ("stream_fn", stream_fn)):
+            if f is not None and not callable(f):
+                raise TypeError(f"{name} must be callable or None, got {type(f).__name__}")
+        if max_context is not None:
+            max_context = _check_int("max_context", max_context, 1)
+        self.fn = fn
+        self._count = count_tokens
+        self.max_context = max_context
+        self.stream_fn = stream_fn
+
+    def count_tokens(self, text: str) -> int:
+        return int(self._count(text)) if self._count is not None else estimate_tokens(text)
+
+    def _prompt(self, prompt: Union[str, Messages]) -> str:
+        return prompt if isinstance(prompt, str) else _render_plain(prompt)
+
+    def generate(self, prompt: Union[str, Messages], max_new_tokens: int = 256, temperature: float = 0,
+                 top_p: float = 1, seed: Optional[int] = None, stop: Any = None, **kw: Any) -> str:
+        out = self.fn(self._prompt(prompt))
+        if not isinstance(out, str):
+            raise TypeError(f"the generator function returned {type(out).__name__}, expected str")
+        return _cut_at_stop(out, stop)
+
+    def stream(self, prompt: Union[str, Messages], max_new_tokens: int = 256, temperature: float = 0,
+               top_p: float = 1, seed: Optional[int] = None, stop: Any = None, **kw: Any) -> Iterator[str]:
+        if self.stream_fn is None:
+            yield self.generate(prompt, max_new_tokens, temperature, top_p, seed, stop)
+            return
+        if not stop:
+            yield from self.stream_fn(self._prompt(prompt))
+            return
+        # hold back enough text to see a stop string that spans pieces
+        stops = [stop] if isinstance(stop, str) else [s for s in stop if s]
+        hold = max(len(s) for s in stops) - 1
+        buf = ""
+        for piece in self.stream_fn(self._prompt(prompt)):
+            buf += piece
+            cut = _cut_at_stop(buf, stops)
+            if len(cut) < len(buf):
+                if cut:
+                    yield cut
+                return
+            if len(buf) > hold:
+                yield buf[:len(buf) - hold]
+                buf = buf[len(buf) - hold:]
+        if buf:
+            yield buf
+
+    def __repr__(self) -> str:
+        return f"CallableGenerator({getattr(self.fn, '__name__', type(self.fn).__name__)}, max_context={self.max_context})"
+
+
+class TransformersGenerator:
+    """A Hugging Face transformers causal LM and its tokenizer as a generator (greedy by default).
+
+    transformers and torch are imported when it is used (``pip install ragcore[torch]`` or
+    ``pip install transformers torch``).
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A causal language model (``AutoModelForCausalLM``).
+    tokenizer : transformers tokenizer
+        Its tokenizer; its chat template, when it has one, formats the RAG prompt.
+    max_context : int, optional
+        The window in tokens (default: ``model.config.max_position_embeddings`` when known).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_context: Optional[int] = None) -> None:
+        if not callable(getattr(model, "generate", None)):
+            raise TypeError(f"model ({type(model).__name__}) has no generate method; expected a transformers "
+                            "causal LM (AutoModelForCausalLM)")
+        if not callable(tokenizer):
+            raise TypeError(f"tokenizer ({type(tokenizer).__name__}) is not a transformers tokenizer")
+        self.model = model
+        self.tokenizer = tokenizer
+        if max_context is None:
+            max_context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.max_context = None if max_context is None else _check_int("max_context", max_context, 1)
+        self.last_timings: Dict[str, float] = {}
+
+    @property
+    def _has_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def apply_chat_template(self, messages: Messages) -> str:
+        if not self._has_template:
+            return _render_plain(messages)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, text: str) -> List[int]:
+        # a templated prompt already holds its special tokens
+        return list(self.tokenizer(text, add_special_tokens=not self._has_template)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def _inputs(self, prompt: Union[str, Messages]):
+        torch = _require("torch")
+        text = prompt if isinstance(prompt, str) else self.apply_chat_template(prompt)
+        ids = torch.tensor([self._encode(text)], dtype=torch.long)
+        device = getattr(self.model, "device", None)
+        if device is not None:
+            ids = ids.to(device)
+        return torch, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    def _gen_kwargs(self, torch: Any, max_new_tokens: int, temperature: float, top_p: float,
+                    seed: Optional[int]) -> Dict[str, Any]:
+        kw: Dict[str, Any] = {"max_new_tokens": int(max_new_tokens)}
+        if temperature and temperature > 0:
+            kw.update(do_sample=True, temperature=float(temperature), top_p=float(top_p))
+            if seed is not None:
+                torch.manual_seed(int(seed))
+        else:
+            kw.update(do_sample=False)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(self.tokenizer, "eos_token_id", None)
+        if pad is not None:
+            kw["pad_token_id"] = pad
+        return kw
+
+    def generate(self, prompt: Union[str, Messages], max_new_tokens: int = 256, temperature: float = 0,
+                 top_p: float = 1, seed: Optional[int] = None, stop: Any = None, **kw: Any) -> str:
+        torch, inputs = self._inputs(prompt)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = self.model.generate(**inputs, **self._gen_kwargs(torch, max_new_tokens, temperature, top_p, seed))
+        n_in = inputs["input_ids"].shape[1]
+        new = out[0, n_in:]
+        self.last_timings = {"prompt_tokens": int(n_in), "new_tokens": int(new.shape[0]),
+                             "generate_s": time.perf_counter() - t0}
+        return _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), stop)
+
+    def stream(self, prompt: Union[str, Messages], max_new_tokens: int = 256, temperature: float = 0,
+               top_p: float = 1, seed: Optional[int] = None, stop: Any = None, **kw: Any) -> Iterator[str]:
+        TextIteratorStreamer = _require("transformers").TextIteratorStreamer
+        torch, inputs = self._inputs(prompt)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        gkw = self._gen_kwargs(torch, max_new_tokens, temperature, top_p, seed)
+        errors: List[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.no_grad():
+                    self.model.generate(**inputs, **gkw, streamer=streamer)
+            except BaseException as e:  # re-raised on the caller's thread
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            if not piece:
+                continue
+            if stop:
+                cut = _cut_at_stop(text + piece, stop)
+                if len(cut) < len(text) + len(piece):
+                    if len(cut) > len(text):
+                        yield cut[len(text):]
+                    break
+            text += piece
+            yield piece
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    def __repr__(self) -> str:
+        return f"TransformersGenerator({type(self.model).__name__}, max_context={self.max_context})"
+
+
+def _require(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:  # pragma: no cover - exercised only without them
+        raise ImportError(f"TransformersGenerator needs {name}: pip install transformers torch") from e
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count without a tokenizer: one token per 3 characters, rounded up."""
+    return math.ceil(len(text) / 3)
+
+
+def _as_generator(generator: Any) -> Any:
+    if callable(getattr(generator, "generate", None)):
+        return generator
+    if callable(generator):
+        return CallableGenerator(generator)
+    raise TypeError(f"generator ({type(generator).__name__}) has no generate(prompt, max_new_tokens=...) "
+                    "method and is not callable; pass a callable prompt -> str, a CallableGenerator, "
+                    "a TransformersGenerator or an rc.Generator")
+
+
+# -------------------------------------------------------------------------------------- validation
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return int(value)
+
+
+def _check_question(question: Any) -> str:
+    if not isinstance(question, str):
+        raise TypeError(f"question must be a str, got {type(question).__name__}")
+    if not question.strip():
+        raise ValueError("question is empty")
+    return question.strip()
+
+
+def _check_retriever(retriever: Any) -> None:
+    if not callable(getattr(retriever, "search", None)):
+        raise TypeError(f"retriever ({type(retriever).__name__}) has no search(queries, k) method")
+
+
+def _check_texts(texts: Any) -> None:
+    if texts is None or isinstance(texts, (str, bytes)) or not (
+            isinstance(texts, Mapping) or hasattr(texts, "__getitem__") and hasattr(texts, "__len__")):
+        raise TypeError("texts must be a sequence of passage texts indexed like the retriever's documents, or a "
+                        f"mapping from document id to text; got {type(texts).__name__}")
+
+
+# ---------------------------------------------------------------------------------------- retrieval
+def _retrieve(retriever: Any, texts: Any, question: str, k: int) -> List[Source]:
+    hits = retriever.search(question, k=k)
+    indices = np.asarray(hits.indices)
+    if indices.ndim != 2 or indices.shape[0] != 1:
+        raise ValueError(f"retriever returned hits of shape {indices.shape} for one query; expected (1, k)")
+    scores = np.asarray(hits.scores)
+    ids = hits.ids
+    by_id = isinstance(texts, Mapping)
+    out: List[Source] = []
+    for j, idx in enumerate(indices[0].tolist()):
+        if idx < 0:  # padding: fewer than k documents matched
+            continue
+        doc_id = ids[0, j] if ids is not None else idx
+        if by_id:
+            if doc_id not in texts:
+                raise KeyError(f"texts has no passage for document id {doc_id!r} (index {idx}, rank {len(out) + 1}) "
+                               "returned by the retriever")
+            text = texts[doc_id]
+        else:
+            if idx >= len(texts):
+                raise IndexError(f"texts has {len(texts)} passages but the retriever returned document index {idx} "
+                                 f"(id {doc_id!r}); texts must hold every indexed document, in indexing order")
+            text = texts[idx]
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{(doc_id if by_id else idx)!r}] must be a str, got {type(text).__name__}")
+        out.append(Source(rank=len(out) + 1, id=_plain(doc_id), index=int(idx), score=float(scores[0, j]), text=text))
+    return out
+
+
+def _number(sources: Sequence[Source]) -> str:
+    return "\n\n".join(f"[{s.rank}] {' '.join(s.text.split())}" for s in sources)
+
+
+def _fit(sources: List[Source], render: Callable[[List[Source]], Any], size: Callable[[Any], int],
+         limit: int, what: str) -> Tuple[List[Source], int]:
+    """Keep the best-ranked sources whose rendering fits ``limit``; truncate the top one if it alone is too big.
+
+    ``render(sources)`` builds the prompt, ``size`` measures it. Returns the kept sources and the count dropped.
+    """
+    base = size(render([]))
+    if base > limit:
+        raise ValueError(f"the question does not fit: the prompt without any source takes {base} {what}, "
+                         f"more than the {limit} available")
+    n = len(sources)
+    # the prompt grows with each source: binary search for the largest prefix that fits
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if size(render(sources[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo > 0 or n == 0:
+        return sources[:lo], n - lo
+    # not even the top source fits whole: keep its longest start that fits (on a word boundary when possible)
+    top = sources[0]
+    text = " ".join(top.text.split())
+
+    def cut(m: int) -> Source:
+        kept = text[:m]
+        if m < len(text) and " " in kept and not text[m].isspace():
+            kept = kept[:kept.rindex(" ")]  # shorter, so it still fits
+        return Source(top.rank, top.id, top.index, top.score, kept.rstrip() + " ...", truncated=True)
+
+    a, b = 0, len(text) - 1  # characters kept, fewer than all
+    while a < b:
+        mid = (a + b + 1) // 2
+        if size(render([cut(mid)])) <= limit:
+            a = mid
+        else:
+            b = mid - 1
+    if a == 0 or not cut(a).text[:-4].strip():
+        return [], n
+    return [cut(a)], n - 1
+
+
+def retrieve_context(retriever: Any, texts: Any, question: str, k: int = 5, max_chars: Optional[int] = None) -> str:
+    """The top-``k`` passages for ``question`` as numbered text, ``[1] ...\\n\\n[2] ...``, for your own prompt.
+
+    Parameters
+    ----------
+    retriever : ragcore retriever
+        Anything with ``search(queries, k) -> Hits``.
+    texts : sequence of str or mapping
+        The passages: indexed by ``Hits.indices`` (a sequence in indexing order) or by document id (a mapping).
+    question : str
+    k : int, default 5
+    max_chars : int, optional
+        Length limit of the returned text: lowest-ranked passages are dropped first, and the top one is
+        cut (keeping its start) when it alone is too long.
+
+    Examples
+    --------
+    >>> import ragcore as rc
+    >>> docs = ["Paris is the capital of France.", "Berlin is in Germany.", "France has cheese."]
+    >>> print(rc.pipeline.retrieve_context(rc.BM25().index(docs), docs, "capital of France", k=2))
+    [1] Paris is the capital of France.
+    <BLANKLINE>
+    [2] France has cheese.
+    """
+    _check_retriever(retriever)
+    _check_texts(texts)
+    question = _check_question(question)
+    k = _check_int("k", k, 1)
+    sources = _retrieve(retriever, texts, question, k)
+    if max_chars is not None:
+        max_chars = _check_int("max_chars", max_chars, 1)
+        sources, _ = _fit(sources, _number, len, max_chars, "characters")
+    return _number(sources)
+
+
+# -------------------------------------------------------------------------------------------- RAG
+class AnswerStream:
+    """What :meth:`RAG.stream` returns: iterate it for the text pieces; then ``.answer`` holds the Answer.
+
+    Retrieval and the prompt are done when it is created (so bad input raises at once, and ``.sources``
+    can be shown before the text); generation runs as it is iterated.
+    """
+
+    def __init__(self, rag: "RAG", question: str, sources: List[Source], prompt: str, model_input: Any,
+                 dropped: int, timings: Dict[str, float], gen_kwargs: Dict[str, Any], t_start: float) -> None:
+        self.question = question
+        self.sources = sources
+        self.prompt = prompt
+        self._input = model_input
+        self._rag = rag
+        self._dropped = dropped
+        self._timings = timings
+        self._kw = gen_kwargs
+        self._t_start = t_start
+        self._answer: Optional[Answer] = None
+        self._started = False
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise RuntimeError("an AnswerStream can be iterated only once")
+        self._started = True
+        gen = self._rag.generator
+        pieces: List[str] = []
+        t0 = time.perf_counter()
+        first = None
+        if callable(getattr(gen, "stream", None)):
+            it = gen.stream(self._input, **self._kw)
+        else:
+            it = iter([gen.generate(self._input, **self._kw)])
+        for piece in it:
+            if not piece:
+                continue
+            if first is None:
+                first = time.perf_counter() - t0
+            pieces.append(piece)
+            yield piece
+        timings = dict(self._timings, generate_s=time.perf_counter() - t0)
+        if first is not None:
+            timings["first_token_s"] = first
+        timings.update(_reported(gen))
+        self._answer = self._rag._finish(self.question, "".join(pieces), self.sources, self.prompt,
+                                         self._dropped, timings, self._t_start)
+
+    @property
+    def answer(self) -> Answer:
+        """The Answer, once the stream is exhausted (RuntimeError before)."""
+        if self._answer is None:
+            raise RuntimeError("the answer is not complete: iterate the stream to its end first")
+        return self._answer
+
+
+def _reported(gen: Any) -> Dict[str, float]:
+    rep = getattr(gen, "last_timings", None)
+    if not isinstance(rep, Mapping):
+        return {}
+    return {k: (int(rep[k]) if k.endswith("_tokens") else float(rep[k]))
+            for k in _TIMING_KEYS if k in rep and rep[k] is not None}
+
+
+class RAG:
+    """Retrieval-augmented generation: retrieve ``k`` passages, number them in a prompt, generate, parse citations.
+
+    Parameters
+    ----------
+    retriever : ragcore retriever
+        ``rc.BM25``, ``rc.TfIdf``, ``rc.DenseRetriever``, ``rc.Hybrid`` or anything with ``search(queries, k)``
+        returning :class:`~ragcore.Hits`.
+    generator : generator or callable
+        See the module docs: an object with ``generate(prompt, max_new_tokens=..., ...) -> str`` (``rc.Generator``,
+        :class:`CallableGenerator`, :class:`TransformersGenerator`) or a callable ``prompt -> str``.
+    k : int, default 5
+        Passages retrieved per question.
+    max_context_tokens : int, optional
+        The model's window; default the generator's ``max_context`` (no budget when neither is known). The
+        prompt is fitted to ``max_context_tokens - max_new_tokens`` tokens, counted with the generator's
+        ``count_tokens`` (else estimated as characters / 3): the lowest-ranked sources are dropped first;
+        when the top source alone is too long its start is kept; the question is never cut (a ValueError
+        names the sizes when the question alone does not fit).
+    max_new_tokens : int, default 256
+    system_prompt : str
+        The instructions; the default asks to answer from the sources and cite them as [1], [2].
+    texts : sequence of str or mapping, required
+        The passage texts: a sequence indexed by ``Hits.indices`` (the documents in indexing order), or a
+        mapping from document id (``Hits.ids``) to text. Without it, ``retriever.texts`` is used when present.
+
+    Examples
+    --------
+    >>> import ragcore as rc
+    >>> from ragcore.pipeline import RAG, CallableGenerator
+    >>> docs = ["Rust is a systems language.", "Python is dynamic.", "Go has goroutines."]
+    >>> gen = CallableGenerator(lambda p: "It is dynamic [1]." if "Python" in p else "?", max_context=200)
+    >>> rag = RAG(rc.TfIdf().index(docs), gen, k=3, texts=docs, max_new_tokens=20)
+    >>> stream = rag.stream("Is Python dynamic?")
+    >>> "".join(stream)
+    'It is dynamic [1].'
+    >>> stream.answer.cited_ids, sorted(stream.answer.timings)[:3]
+    ([1], ['first_token_s', 'generate_s', 'prompt_s'])
+    """
+
+    def __init__(self, retriever: Any, generator: Any, k: int = 5, *, max_context_tokens: Optional[int] = None,
+                 max_new_tokens: int = 256, system_prompt: str = DEFAULT_SYSTEM_PROMPT, texts: Any = None) -> None:
+        _check_retriever(retriever)
+        self.retriever = retriever
+        self.generator = _as_generator(generator)
+        self.k = _check_int("k", k, 1)
+        self.max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
+        if max_context_tokens is None:
+            max_context_tokens = getattr(self.generator, "max_context", None)
+        self.max_context_tokens = (None if max_context_tokens is None
+                                   else _check_int("max_context_tokens", max_context_tokens, 1))
+        if not isinstance(system_prompt, str):
+            raise TypeError(f"system_prompt must be a str, got {type(system_prompt).__name__}")
+        self.system_prompt = system_prompt
+        if texts is None:
+            texts = getattr(retriever, "texts", None)
+            if texts is None:
+                raise TypeError("RAG needs the passage texts: pass texts= (a sequence in indexing order, or a "
+                                "mapping from document id to text)")
+        _check_texts(texts)
+        self.texts = texts
+
+    # -- prompt
+    def messages(self, question: str, sources: Sequence[Source]) -> Messages:
+        """The chat messages for ``question`` and ``sources``: the system prompt, then sources and question."""
+        body = _number(sources) if sources else "(no sources)"
+        return [{"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": f"Sources:\n{body}\n\nQuestion: {question}"}]
+
+    def build_prompt(self, question: str, sources: Sequence[Source]) -> str:
+        """The prompt as text: the messages through the generator's chat template when it has one, else plain."""
+        msgs = self.messages(question, sources)
+        template = getattr(self.generator, "apply_chat_template", None)
+        return template(msgs) if callable(template) else _render_plain(msgs)
+
+    def count_tokens(self, text: str) -> int:
+        count = getattr(self.generator, "count_tokens", None)
+        return int(count(text)) if callable(count) else estimate_tokens(text)
+
+    def _model_input(self, question: str, sources: Sequence[Source]) -> Union[str, Messages]:
+        # a generator with a chat template gets the messages (it renders them exactly as build_prompt does
+        # and adds no special tokens of its own); any other gets the plain-text prompt
+        if callable(getattr(self.generator, "apply_chat_template", None)):
+            return self.messages(question, sources)
+        return self.build_prompt(question, sources)
+
+    def _prepare(self, question: Any, k: Optional[int], max_new_tokens: int):
+        t_start = time.perf_counter()
+        question = _check_question(question)
+        k = self.k if k is None else _check_int("k", k, 1)
+        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
+        t0 = time.perf_counter()
+        sources = _retrieve(self.retriever, self.texts, question, k)
+        t1 = time.perf_counter()
+        dropped = 0
+        if self.max_context_tokens is not None:
+            limit = self.max_context_tokens - max_new_tokens
+            if limit <= 0:
+                raise ValueError(f"max_new_tokens ({max_new_tokens}) leaves no room for the prompt in the "
+                                 f"{self.max_context_tokens}-token window")
+            sources, dropped = _fit(sources, lambda s: self.build_prompt(question, s), self.count_tokens, limit,
+                                    f"tokens (window {self.max_context_tokens} - max_new_tokens {max_new_tokens})")
+        prompt = self.build_prompt(question, sources)
+        model_input = self._model_input(question, sources)
+        timings = {"retrieve_s": t1 - t0, "prompt_s": time.perf_counter() - t1}
+        return question, sources, prompt, model_input, dropped, timings, t_start
+
+    def _finish(self, question: str, text: str, sources: List[Source], prompt: str, dropped: int,
+                timings: Dict[str, float], t_start: float) -> Answer:
+        citations = parse_citations(text, len(sources))
+        cited = set(citations)
+        for s in sources:
+            s.cited = s.rank in cited
+        timings["total_s"] = time.perf_counter() - t_start
+        return Answer(question=question, text=text, sources=sources, citations=citations, prompt=prompt,
+                      timings=timings, dropped=dropped)
+
+    # -- public
+    def answer(self, question: str, *, k: Optional[int] = None, **gen_kwargs: Any) -> Answer:
+        """Retrieve, generate and return the :class:`Answer`.
+
+        Parameters
+        ----------
+        question : str
+        k : int, optional
+            Overrides the pipeline's ``k``.
+        **gen_kwargs
+            Passed to ``generator.generate``: ``max_new_tokens`` (default the pipeline's), ``temperature``,
+            ``top_p``, ``seed``, ``stop``.
+        """
+        gen_kwargs.setdefault("max_new_tokens", self.max_new_tokens)
+        question, sources, prompt, model_input, dropped, timings, t_start = self._prepare(
+            question, k, gen_kwargs["max_new_tokens"])
+        t0 = time.perf_counter()
+        text = self.generator.generate(model_input, **gen_kwargs)
+        if not isinstance(text, str):
+            raise TypeError(f"the generator returned {type(text).__name__}, expected str")
+        timings["generate_s"] = time.perf_counter() - t0
+        timings.update(_reported(self.generator))
+        return self._finish(question, text, sources, prompt, dropped, timings, t_start)
+
+    def stream(self, question: str, *, k: Optional[int] = None, **gen_kwargs: Any) -> AnswerStream:
+        """Like :meth:`answer`, streaming: returns an :class:`AnswerStream` to iterate for the text pieces.
+
+        Retrieval happens now; after the last piece, ``stream.answer`` is the same :class:`Answer` that
+        :meth:`answer` returns (the text is the pieces joined). Generators without ``stream`` give one piece.
+        """
+        gen_kwargs.setdefault("max_new_tokens", self.max_new_tokens)
+        question, sources, prompt, model_input, dropped, timings, t_start = self._prepare(
+            question, k, gen_kwargs["max_new_tokens"])
+        return AnswerStream(self, question, sources, prompt, model_input, dropped, timings, gen_kwargs, t_start)
+
+    def __call__(self, question: str, **kw: Any) -> Answer:
+        return self.answer(question, **kw)
+
+    def __repr__(self) -> str:
+        return (f"RAG({type(self.retriever).__name__}, {self.generator!r}, k={self.k}, "
+                f"max_context_tokens={self.max_context_tokens}, max_new_tokens={self.max_new_tokens})")
