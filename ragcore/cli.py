@@ -147,8 +147,27 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _demo_rag(args, bm25, passages):
+    """The demo's RAG over the passages with the default generator, or None (retrieval only)."""
+    if args.retrieve_only:
+        return None
+    try:
+        from .generation import Generator
+        from .pipeline import RAG
+
+        t0 = time.perf_counter()
+        generator = Generator.load(progress=None)  # the default model: exported on first use, then cached
+        print(f"generator ready in {time.perf_counter() - t0:.1f} s")
+    except ImportError as e:
+        print(f"ragcore demo: no generator ({e}); showing the retrieved passages only", file=sys.stderr)
+        return None
+    texts = {pid: f"{title}\n{text}" for pid, title, text in passages}
+    return RAG(bm25, generator, k=args.k, texts=texts, max_new_tokens=args.max_new_tokens)
+
+
 def cmd_demo(args) -> int:
-    """Retrieval over the embedded default corpus (Python's documentation topics)."""
+    """RAG over the embedded default corpus (Python's documentation topics): BM25 retrieval, then the
+    default generator (SmolLM2-135M-Instruct, ONNX) answers with cited sources, streamed."""
     import textwrap
 
     from .analysis import Analyzer
@@ -168,8 +187,9 @@ def cmd_demo(args) -> int:
     bm25.index([f"{title} {text}" for _, title, text in passages], ids=[p[0] for p in passages])
     print(f"indexed {len(passages):,} passages of Python's documentation in {time.perf_counter() - t0:.2f} s")
     by_id = {p[0]: p for p in passages}
+    rag = _demo_rag(args, bm25, passages)
 
-    def answer(question: str) -> None:
+    def show_passages(question: str) -> None:
         t = time.perf_counter()
         hits = bm25.search(question, k=args.k, threads=1)
         dt = (time.perf_counter() - t) * 1e6
@@ -180,6 +200,29 @@ def cmd_demo(args) -> int:
             _, title, text = by_id[pid]
             snippet = textwrap.shorten(" ".join(text.split()), width=160, placeholder=" ...")
             print(f"[{rank}] {pid}  ({title}; score {score:.2f})\n    {snippet}")
+
+    def answer(question: str) -> None:
+        if rag is None:
+            show_passages(question)
+            return
+        stream = rag.stream(question)
+        print(f"\nQ: {question}\nA: ", end="", flush=True)
+        for piece in stream:
+            print(piece, end="", flush=True)
+        ans = stream.answer
+        print("\n\nsources" + (" (cited: " + ", ".join(f"[{c}]" for c in ans.citations) + ")" if ans.citations else "") + ":")
+        for src in ans.sources:
+            _, title, text = by_id[src.id]
+            mark = "*" if src.cited else " "
+            snippet = textwrap.shorten(" ".join(text.split()), width=120, placeholder=" ...")
+            print(f"{mark}[{src.rank}] {src.id} ({title}; score {src.score:.2f}){' [truncated]' if src.truncated else ''}"
+                  f"\n    {snippet}")
+        t = ans.timings
+        parts = [f"retrieve {t['retrieve_s'] * 1e3:.1f} ms"]
+        for key, label in (("first_token_s", "first token"), ("prefill_s", "prefill"), ("decode_s", "decode")):
+            if key in t:
+                parts.append(f"{label} {t[key]:.2f} s")
+        print("timings: " + ", ".join(parts))
 
     if args.question:
         answer(args.question)
@@ -389,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pd = sub.add_parser("demo", help="search Python's own documentation (embedded default corpus)")
     pd.add_argument("--question", default=None, help="ask one question (default: interactive prompt)")
-    pd.add_argument("-k", type=int, default=5)
+    pd.add_argument("-k", type=int, default=3, help="passages given to the generator (default 3)")
+    pd.add_argument("--max-new-tokens", type=int, default=160)
+    pd.add_argument("--retrieve-only", action="store_true", help="show the retrieved passages, no generation")
     pd.set_defaults(func=cmd_demo)
     return p
 
