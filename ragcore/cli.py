@@ -156,7 +156,8 @@ def _demo_rag(args, bm25, passages):
         from .pipeline import RAG
 
         t0 = time.perf_counter()
-        generator = Generator.load(progress=None)  # the default model: exported on first use, then cached
+        # the default model (exported on first use, then cached) or an exported folder
+        generator = Generator.load(args.generator, progress=None)
         print(f"generator ready in {time.perf_counter() - t0:.1f} s")
     except ImportError as e:
         print(f"ragcore demo: no generator ({e}); showing the retrieved passages only", file=sys.stderr)
@@ -435,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("-k", type=int, default=3, help="passages given to the generator (default 3)")
     pd.add_argument("--max-new-tokens", type=int, default=160)
     pd.add_argument("--retrieve-only", action="store_true", help="show the retrieved passages, no generation")
+    pd.add_argument("--generator", default=None,
+                    help="an exported generator folder (default: SmolLM2-135M-Instruct, exported on first use)")
     pd.set_defaults(func=cmd_demo)
     return p
 

