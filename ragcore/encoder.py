@@ -25,7 +25,6 @@ import importlib
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import struct
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .storage import _fsync_dir
+from .storage import finish_export
 
 __all__ = ["Encoder", "export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
 
@@ -573,11 +572,7 @@ def export_encoder(src: Union[None, str, "os.PathLike[str]"] = None,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        for f in tmp.iterdir():
-            with open(f, "rb+") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        _move_into_place(tmp, out, cached)
+        finish_export(tmp, out, cached=cached, is_ours=_is_encoder_dir, what="an encoder folder")
         bar.set_postfix_str("done")
         bar.update()
     except BaseException:
@@ -586,29 +581,6 @@ def export_encoder(src: Union[None, str, "os.PathLike[str]"] = None,
     finally:
         bar.close()
     return out
-
-
-def _move_into_place(tmp: Path, out: Path, cached: bool) -> None:
-    try:
-        os.rename(tmp, out)            # atomic when out is absent (or an empty directory, on POSIX)
-    except OSError:
-        if not out.exists():
-            raise
-        if cached and _is_encoder_dir(out):   # another process exported the same key meanwhile: keep it
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        if not (out.is_dir() and (not any(out.iterdir()) or _is_encoder_dir(out))):
-            raise ValueError(f"{out} exists and is not an encoder folder or an empty directory; "
-                             "refusing to overwrite it") from None
-        old = out.parent / f".{out.name}.old-{secrets.token_hex(6)}"
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(out.parent)
 
 
 # ---------------------------------------------------------------------------------------------------

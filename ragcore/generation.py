@@ -38,7 +38,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .encoder import default_cache_dir
-from .storage import _fsync_dir
+from .storage import finish_export
 
 __all__ = ["Generator", "export_generator"]
 
@@ -419,11 +419,7 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        for p in tmp.iterdir():
-            with open(p, "rb+") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        _move_into_place_gen(tmp, out, cached)
+        finish_export(tmp, out, cached=cached, is_ours=_is_generator_dir, what="a generator folder")
         bar.set_postfix_str("done")
         bar.update()
     except BaseException:
@@ -442,29 +438,6 @@ def _save_tokenizer(tok, folder: Path) -> None:
             p.unlink()
     if not (folder / "tokenizer.json").is_file():
         raise ValueError("the tokenizer has no fast (tokenizer.json) form; ragcore needs one")
-
-
-def _move_into_place_gen(tmp: Path, out: Path, cached: bool) -> None:
-    # encoder's helper recognises encoder folders only; accept an existing generator folder here
-    try:
-        os.rename(tmp, out)
-        _fsync_dir(out.parent)
-        return
-    except OSError:
-        if not out.exists():
-            raise
-    if cached and _is_generator_dir(out):
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(out.parent)
 
 
 def _read_config(path: Path) -> Dict[str, Any]:

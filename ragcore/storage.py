@@ -38,7 +38,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_index", "load_index", "encode_strings", "decode_strings"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_index", "load_index", "encode_strings", "decode_strings",
+           "finish_export"]
 
 FORMAT = "ragcore-index"
 FORMAT_VERSION = 1
@@ -429,3 +430,37 @@ def decode_strings(data: np.ndarray, offsets: np.ndarray) -> List[str]:
         except UnicodeDecodeError as e:
             raise ValueError(f"string {i} is not valid UTF-8: {e}") from None
     return out
+
+
+def finish_export(tmp: Path, out: Path, *, cached: bool, is_ours, what: str) -> None:
+    """Make a model folder written in ``tmp`` (a sibling of ``out``) durable and move it to ``out``.
+
+    Every file and the folder are fsynced, then renamed into place. An existing ``out`` is replaced
+    only when it is empty or ``is_ours(out)`` (a folder of the same kind); anything else raises
+    ``ValueError`` and is left untouched. ``cached``: a folder of the same kind already at ``out`` (a
+    concurrent export of the same key) is kept and ``tmp`` dropped.
+    """
+    for f in tmp.iterdir():
+        if f.is_file():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    try:
+        os.rename(tmp, out)  # atomic when out is absent (or an empty directory, on POSIX)
+    except OSError:
+        if not out.exists():
+            raise
+        if cached and is_ours(out):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if not (out.is_dir() and (not any(out.iterdir()) or is_ours(out))):
+            raise ValueError(f"{out} exists and is not {what} or an empty directory; refusing to overwrite it") from None
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(6)}"
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(out.parent)

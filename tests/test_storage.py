@@ -343,3 +343,33 @@ def test_decode_strings_errors():
         decode_strings(data, np.array([], dtype=np.int64))
     with pytest.raises(ValueError, match="string 0 is not valid UTF-8"):
         decode_strings(np.array([0xff], np.uint8), np.array([0, 1]))
+
+
+def test_finish_export_moves_replaces_and_refuses(tmp_path):
+    from ragcore.storage import finish_export
+
+    def ours(p):
+        return (p / "kind.txt").is_file()
+
+    def folder(name, text):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "kind.txt").write_text(text)
+        return d
+
+    out = tmp_path / "model"
+    finish_export(folder("t1", "v1"), out, cached=False, is_ours=ours, what="a model folder")
+    assert (out / "kind.txt").read_text() == "v1" and not (tmp_path / "t1").exists()
+    # an existing folder of the same kind is replaced (not cached) or kept (cached: a concurrent export)
+    finish_export(folder("t2", "v2"), out, cached=False, is_ours=ours, what="a model folder")
+    assert (out / "kind.txt").read_text() == "v2"
+    finish_export(folder("t3", "v3"), out, cached=True, is_ours=ours, what="a model folder")
+    assert (out / "kind.txt").read_text() == "v2" and not (tmp_path / "t3").exists()
+    # anything else is never overwritten
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a model folder .*refusing to overwrite"):
+        finish_export(folder("t4", "v4"), precious, cached=False, is_ours=ours, what="a model folder")
+    assert (precious / "notes.txt").read_text() == "keep me" and not (precious / "kind.txt").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
