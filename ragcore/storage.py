@@ -213,6 +213,12 @@ def _move_into_place(tmp: Path, path: Path) -> None:
     if not path.is_dir() or not _is_replaceable(path):  # re-checked: it may have changed meanwhile
         raise ValueError(f"{path} exists and is not a ragcore index or an empty directory; "
                          "refusing to overwrite it")
+    _swap(tmp, path)
+
+
+def _swap(tmp: Path, path: Path) -> None:
+    """Replace the directory ``path`` by ``tmp``: the old one is renamed aside first and restored if the
+    second rename fails, so ``path`` always holds a complete directory."""
     old = path.parent / f".{path.name}.old-{secrets.token_hex(6)}"
     os.rename(path, old)
     try:
@@ -455,12 +461,5 @@ def finish_export(tmp: Path, out: Path, *, cached: bool, is_ours, what: str) -> 
             return
         if not (out.is_dir() and (not any(out.iterdir()) or is_ours(out))):
             raise ValueError(f"{out} exists and is not {what} or an empty directory; refusing to overwrite it") from None
-        old = out.parent / f".{out.name}.old-{secrets.token_hex(6)}"
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        _swap(tmp, out)
     _fsync_dir(out.parent)
