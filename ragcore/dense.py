@@ -239,10 +239,6 @@ class DenseIndex:
             dele = np.zeros(new_cap, np.uint8)
             dele[: self._n] = self._deleted[: self._n]
             self._deleted = dele
-        if self._ids is not None and self._ids.shape[0] < new_cap:
-            ids = np.empty(new_cap, self._ids.dtype)
-            ids[: self._n] = self._ids[: self._n]
-            self._ids = ids
 
     def add(self, vectors: Any, ids: Optional[Sequence[Union[str, int]]] = None) -> "DenseIndex":
         """Add vectors (n, dim) (or one (dim,) vector), with optional ids (unique str or int).
@@ -334,23 +330,21 @@ class DenseIndex:
         if len(rows_arr) != len(rows):
             raise ValueError("the same id appears twice in delete()")
         if self._deleted is not None and len(rows_arr):
-            gone = rows_arr[self._deleted[rows_arr] != 0]
+            known = rows_arr[rows_arr < self._deleted.shape[0]]  # a GPU index's mask may trail new rows
+            gone = known[self._deleted[known] != 0]
             if len(gone):
                 who = int(gone[0]) if self._ids is None else self._ids[int(gone[0])]
                 raise KeyError(f"id {who!r} was already deleted")
         if not len(rows_arr):
             return 0
-        if self._deleted is None or not self._deleted.flags.writeable:
-            cap = self._n if self._store is not None else max(self._data.shape[0], self._n)
-            dele = np.zeros(cap, np.uint8)
+        # a writable mask covering every row (and the CPU buffer's capacity, which _grow keeps in step)
+        need = self._n if self._store is not None else max(self._data.shape[0], self._n)
+        if self._deleted is None or not self._deleted.flags.writeable or self._deleted.shape[0] < need:
+            dele = np.zeros(need, np.uint8)
             if self._deleted is not None:
                 dele[: self._n] = self._deleted[: self._n]
             self._deleted = dele
         if self._store is not None:
-            if self._deleted.shape[0] < self._n:
-                dele = np.zeros(self._n, np.uint8)
-                dele[: len(self._deleted)] = self._deleted
-                self._deleted = dele
             self._store.set_deleted(rows_arr)
         self._deleted[rows_arr] = 1
         self._n_deleted += len(rows_arr)

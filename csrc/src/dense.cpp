@@ -213,34 +213,23 @@ RAGCORE_AVX2 void scores_f16_avx2(const float* q, const uint16_t* X, int64_t nr,
 
 // int8 . int8 with q in [-127, 127]: |q| (unsigned) times sign(q) * x (signed) by maddubs; pairs of
 // products fit int16 (2 * 127 * 127 < 32768), widened to int32 by madd with ones.
-template <int NR>
-RAGCORE_AVX2 inline void rows_i8(const int8_t* qq, const int8_t* X, int dim, int32_t* out) {
-  __m256i acc[NR];
-#pragma GCC unroll 8
-  for (int j = 0; j < NR; ++j) acc[j] = _mm256_setzero_si256();
-  const __m256i ones = _mm256_set1_epi16(1);
-  int d = 0;
-  for (; d + 32 <= dim; d += 32) {
-    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + d));
-    const __m256i qa = _mm256_abs_epi8(qv);
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(X + static_cast<int64_t>(j) * dim + d));
-      const __m256i p = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(x, qv));
-      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(p, ones));
-    }
-  }
-#pragma GCC unroll 8
-  for (int j = 0; j < NR; ++j) {
-    int32_t s = hsum_epi32(acc[j]);
-    const int8_t* x = X + static_cast<int64_t>(j) * dim;
-    for (int t = d; t < dim; ++t) s += static_cast<int32_t>(qq[t]) * x[t];
-    out[j] = s;
-  }
-}
+// One row after the other (a single stream, as in scores_avx2).
 RAGCORE_AVX2 void dots_i8_avx2(const int8_t* qq, const int8_t* X, int64_t nr, int dim, int32_t* out) {
-  // one row after the other (a single stream, as in scores_avx2)
-  for (int64_t r = 0; r < nr; ++r) rows_i8<1>(qq, X + r * dim, dim, out + r);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t r = 0; r < nr; ++r) {
+    const int8_t* x = X + r * dim;
+    __m256i acc = _mm256_setzero_si256();
+    int d = 0;
+    for (; d + 32 <= dim; d += 32) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + d));
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + d));
+      const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(qv), _mm256_sign_epi8(xv, qv));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+    }
+    int32_t sum = hsum_epi32(acc);
+    for (; d < dim; ++d) sum += static_cast<int32_t>(qq[d]) * x[d];
+    out[r] = sum;
+  }
 }
 RAGCORE_AVX2 float dot_f32_i8_avx2(const float* q, const int8_t* x, int dim) {
   __m256 acc = _mm256_setzero_ps();
