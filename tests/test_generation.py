@@ -108,6 +108,26 @@ def test_greedy_matches_transformers(gen, hf, i):
 
 
 @needs_export
+def test_min_new_tokens_matches_transformers(gen, hf):
+    """EOS ruled out until min_new_tokens, as transformers' min_new_tokens (the benchmarks' fixed count)."""
+    import torch
+    model, tok = hf
+    prompt = PROMPTS[0]          # answered and ended in ~8 tokens
+    ids = _hf_ids(tok, prompt)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=24, min_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)
+    want = out[0, len(ids):].tolist()
+    assert not set(want) & set(gen.config["eos_token_ids"])
+    gen.generate(prompt, max_new_tokens=24, min_new_tokens=24)
+    assert gen.last_tokens == want
+    gen.generate_batch([prompt, PROMPTS[1]], max_new_tokens=24, min_new_tokens=24)
+    assert gen.last_tokens[0] == want and len(gen.last_tokens[1]) == 24
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        gen.generate(prompt, min_new_tokens=-1)
+
+
+@needs_export
 def test_stream_concatenates_to_generate(gen):
     # multi-byte output (accents, CJK, emoji) exercises the incremental detokenisation
     msgs = [{"role": "user", "content": "Écris « bonjour » en chinois et ajoute un emoji 😀."}]
@@ -172,10 +192,18 @@ def test_missing_and_corrupt_folder(tmp_path):
     with pytest.raises(ValueError, match="not a generator folder"):
         gm.Generator.load(tmp_path)
     (tmp_path / "ragcore_generator.json").write_text(json.dumps(
-        {"format": gm.FORMAT, "format_version": 1, "files": {"model.onnx": {"bytes": 1000}}}))
+        {"format": gm.FORMAT, "format_version": gm.FORMAT_VERSION,
+         "files": {"model.onnx": {"bytes": 10}, "model.onnx.data": {"bytes": 1000}}}))
     (tmp_path / "model.onnx").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="model.onnx.data: missing"):
+        gm.Generator.load(tmp_path)
+    (tmp_path / "model.onnx.data").write_bytes(b"\0" * 10)
     with pytest.raises(ValueError, match="truncated"):
         gm.Generator.load(tmp_path)
+    for version, msg in ((1, "older ragcore"), (gm.FORMAT_VERSION + 1, "newer")):
+        (tmp_path / "ragcore_generator.json").write_text(json.dumps({"format": gm.FORMAT, "format_version": version}))
+        with pytest.raises(ValueError, match=msg):
+            gm.Generator.load(tmp_path)
     (tmp_path / "ragcore_generator.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a generator folder"):
         gm.Generator.load(tmp_path)
@@ -254,18 +282,44 @@ def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
 
 
 @needs_export
-def test_int4_export(tmp_path, hf, gen, monkeypatch):
+@pytest.mark.parametrize("precision", ["int4", "int8", "float16"])
+def test_other_precisions(tmp_path, hf, gen, monkeypatch, precision):
+    """int8/int4 weights and float16 all run on the CPU; their greedy answers start as float32's."""
     monkeypatch.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
-    out = gm.export_generator(None, tmp_path / "int4", precision="int4")
+    out = gm.export_generator(None, tmp_path / precision, precision=precision)
     cfg = json.loads((out / "ragcore_generator.json").read_text())
-    assert cfg["precision"] == "int4" and not (out / "model_fp32.onnx").exists()
-    assert (out / "model.onnx").stat().st_size < 0.4 * (gen.path / "model.onnx").stat().st_size
-    g4 = gm.Generator.load(out, device="cpu", threads=2)
+    assert cfg["precision"] == precision and sorted(cfg["files"]) == ["model.onnx"]
+    ratio = {"int4": 0.2, "int8": 0.32, "float16": 0.52}[precision]
+    assert (out / "model.onnx").stat().st_size < ratio * (gen.path / "model.onnx").stat().st_size
+    g = gm.Generator.load(out, device="cpu", threads=2)
     q = PROMPTS[0]
-    text = g4.generate(q, max_new_tokens=12)
+    text = g.generate(q, max_new_tokens=12)
     assert "Paris" in text
     ref = gen.generate(q, max_new_tokens=12)
-    assert g4.last_tokens[:4] == gen.last_tokens[:4], (text, ref)
+    assert g.last_tokens[:4] == gen.last_tokens[:4], (text, ref)
+
+
+@needs_export
+def test_batch_equals_one_by_one(gen):
+    """Prompts of different lengths (right-padded in one batch) give what each gives alone."""
+    single = [gen.generate(p, max_new_tokens=16) for p in PROMPTS]
+    single_tokens = []
+    for p in PROMPTS:
+        gen.generate(p, max_new_tokens=16)
+        single_tokens.append(list(gen.last_tokens))
+    batch = gen.generate_batch(PROMPTS, max_new_tokens=16)
+    assert batch == single
+    assert gen.last_tokens == single_tokens
+    assert gen.last_timings["batch"] == 3 and gen.last_timings["new_tokens"] == sum(map(len, single_tokens))
+    # per-row stop strings and limits
+    cut = gen.generate_batch(PROMPTS[:2], max_new_tokens=16, stop="Paris")
+    assert cut[0] == single[0][:single[0].index("Paris")] and cut[1] == single[1]
+    assert gen.generate_batch(PROMPTS[:1], max_new_tokens=0) == [""]
+    for bad in ("one prompt", [], [PROMPTS[0], "  "]):
+        with pytest.raises(ValueError):
+            gen.generate_batch(bad, max_new_tokens=4)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        gen.generate_batch(PROMPTS, max_new_tokens=-1)
 
 
 @needs_export

@@ -547,12 +547,20 @@ def exported_generator():
     env = os.environ.get("RAGCORE_TEST_GENERATOR")
     if env:
         return Path(env)
+    import json
+
     try:
         from ragcore.encoder import default_cache_dir
+        from ragcore.generation import FORMAT_VERSION
     except ImportError:
         return None
-    folders = sorted((default_cache_dir() / "generators").glob("*/ragcore_generator.json"))
-    return folders[0].parent if folders else None
+    for f in sorted((default_cache_dir() / "generators").glob("*/ragcore_generator.json")):
+        try:
+            if json.loads(f.read_text()).get("format_version") == FORMAT_VERSION:   # not a stale export
+                return f.parent
+        except ValueError:
+            continue
+    return None
 
 
 def test_rag_with_ragcore_generator():

@@ -1,0 +1,209 @@
+"""The decoder graph of :func:`ragcore.export_generator`, written node by node with the onnx API.
+
+A Llama-style decoder (RMSNorm, grouped-query attention with rotary embeddings, SwiGLU MLP) becomes one
+ONNX graph built from onnxruntime's fused operators, the layout onnxruntime-genai's model builder also
+uses on the CPU:
+
+* ``SimplifiedLayerNormalization`` / ``SkipSimplifiedLayerNormalization`` (RMSNorm, with the residual
+  addition fused in);
+* one ``MatMul`` (or ``MatMulNBits`` for int8/int4 weights) for q, k and v together;
+* ``GroupQueryAttention`` (com.microsoft) with the rotary embedding applied inside from cos/sin tables and
+  the KV cache **shared between input and output**: the runtime binds one preallocated buffer per layer
+  of shape (batch, kv_heads, capacity, head_dim) as both ``past_key_values.{i}.*`` and ``present.{i}.*``,
+  and the operator writes the new positions in place. Nothing is copied or concatenated per step;
+* the language-model head applied to the last position of each row only (``last_index``), so a prefill of
+  n tokens does not compute n x vocab logits.
+
+Inputs: ``input_ids`` int64 (batch, seq); ``seqlens_k`` int32 (batch,) = tokens in the cache after this
+step minus one, per row; ``total_sequence_length`` int32 scalar = the largest of those plus one;
+``last_index`` int64 (batch,) = row-major index into (batch * seq) of each row's last real token;
+the caches. Outputs: ``logits`` float32 (batch, vocab) and the caches.
+
+Only numpy and onnx are used here: the weights come in as numpy arrays named as in Hugging Face's
+``LlamaForCausalLM`` state dict.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+MS = "com.microsoft"
+
+
+def quantize_blocks(w: np.ndarray, bits: int, block: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Symmetric block quantization of ``w`` (N, K) along K, the layout of ``MatMulNBits``.
+
+    Returns (q, scales): q uint8 (N, blocks, block * bits // 8), values stored with the default zero
+    point 2**(bits-1) (two 4-bit values per byte, the first in the low nibble); scales float32
+    (N, blocks). ``q * scale`` reproduces ``w`` to within half a step per block.
+    """
+    N, K = w.shape
+    nb = -(-K // block)
+    wb = np.zeros((N, nb * block), np.float32)
+    wb[:, :K] = w
+    wb = wb.reshape(N, nb, block)
+    qmax, zp = (1 << (bits - 1)) - 1, 1 << (bits - 1)
+    absmax = np.abs(wb).max(-1)
+    scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
+    q = (np.clip(np.rint(wb / scale[..., None]), -qmax - 1, qmax) + zp).astype(np.uint8)
+    if bits == 4:
+        q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return q, scale
+
+
+def dequantize_blocks(q: np.ndarray, scale: np.ndarray, bits: int, K: int) -> np.ndarray:
+    """Inverse of :func:`quantize_blocks` (for tests): float32 (N, K)."""
+    if bits == 4:
+        q = np.stack([q & 15, q >> 4], -1).reshape(q.shape[0], q.shape[1], -1)
+    w = (q.astype(np.float32) - (1 << (bits - 1))) * scale[..., None]
+    return w.reshape(q.shape[0], -1)[:, :K]
+
+
+class _Builder:
+    def __init__(self, dtype: str):
+        from onnx import helper, numpy_helper, TensorProto
+        self.h, self.nh, self.TP = helper, numpy_helper, TensorProto
+        self.np_dtype = np.float16 if dtype == "float16" else np.float32
+        self.elem = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
+        self.nodes: list = []
+        self.inits: list = []
+        self._n = 0
+
+    def init(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(self.nh.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def node(self, op: str, inputs: List[str], n_out: int = 1, name: Optional[str] = None, domain: str = "",
+             outputs: Optional[List[str]] = None, **attrs) -> List[str]:
+        self._n += 1
+        name = name or f"{op}_{self._n}"
+        outs = outputs or [f"{name}/out{j}" for j in range(n_out)]
+        self.nodes.append(self.h.make_node(op, inputs, outs, name=name, domain=domain or None, **attrs))
+        return outs
+
+
+def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_heads: int, num_kv_heads: int,
+                  head_dim: int, rms_eps: float, inv_freq: np.ndarray, rope_scale: float, max_positions: int,
+                  precision: str = "float32", block: int = 32, tied: bool = False, opset: int = 17):
+    """The decoder as an ``onnx.ModelProto`` (see the module docstring for its inputs and outputs).
+
+    ``weights``: Hugging Face names (``model.embed_tokens.weight``, ``model.layers.{i}.self_attn.q_proj.weight``
+    ...), float32 numpy arrays, projection matrices as (out, in). ``precision``: float32, float16 (weights,
+    activations and cache in float16; logits float32), int8 / int4 (weights of every projection and of
+    the head in blocks of ``block`` along the input dimension, ``MatMulNBits``; activations float32).
+    """
+    from onnx import helper, TensorProto
+
+    b = _Builder("float16" if precision == "float16" else "float32")
+    ft = b.np_dtype
+    bits = {"int8": 8, "int4": 4}.get(precision)
+    H = weights["model.embed_tokens.weight"].shape[1]
+    V = weights["model.embed_tokens.weight"].shape[0]
+
+    def linear(x: str, wname: str, out_name: str, bias: Optional[np.ndarray] = None) -> str:
+        w = weights[wname] if isinstance(wname, str) else wname
+        return linear_w(x, np.asarray(w, np.float32), out_name, bias)
+
+    def linear_w(x: str, w: np.ndarray, out_name: str, bias: Optional[np.ndarray] = None) -> str:
+        N, K = w.shape
+        if bits is None:
+            y = b.node("MatMul", [x, b.init(out_name + ".weight", w.T.astype(ft))], name=out_name)[0]
+        else:
+            q, s = quantize_blocks(w, bits, block)
+            y = b.node("MatMulNBits", [x, b.init(out_name + ".qweight", q), b.init(out_name + ".scales", s.reshape(-1))],
+                       name=out_name, domain=MS, K=K, N=N, bits=bits, block_size=block, accuracy_level=4)[0]
+        if bias is not None:
+            y = b.node("Add", [y, b.init(out_name + ".bias", bias.astype(ft))], name=out_name + "/bias")[0]
+        return y
+
+    # embeddings (and the head, tied or not)
+    emb = np.asarray(weights["model.embed_tokens.weight"], np.float32)
+    head = emb if tied or "lm_head.weight" not in weights else np.asarray(weights["lm_head.weight"], np.float32)
+    if bits is not None and tied and H % block == 0:
+        # one quantized tensor (V, nb, block*bits/8) for both uses (GatherBlockQuantized cannot cut off the
+        # padding of a last partial block, hence H % block == 0; otherwise the embedding stays float)
+        q, s = quantize_blocks(emb, bits, block)
+        qn = b.init("embed.qweight", q)
+        sn = b.init("embed.scales", s.reshape(-1))
+        flat = b.node("Reshape", [qn, b.init("embed.qshape", np.array([V, q.shape[1] * q.shape[2]], np.int64))],
+                      name="embed/reshape")[0]
+        sn2 = b.node("Reshape", [sn, b.init("embed.sshape", np.array([V, q.shape[1]], np.int64))], name="embed/sreshape")[0]
+        x = b.node("GatherBlockQuantized", [flat, "input_ids", sn2], name="embed", domain=MS, bits=bits, block_size=block,
+                   gather_axis=0, quantize_axis=1)[0]
+        head_node = ("shared", qn, sn, q)
+    else:
+        x = b.node("Gather", [b.init("embed.weight", emb.astype(ft)), "input_ids"], name="embed")[0]
+        head_node = None
+
+    cos_sin = np.arange(max_positions, dtype=np.float64)[:, None] * inv_freq.astype(np.float64)[None, :]
+    cos = b.init("cos_cache", (np.cos(cos_sin) * rope_scale).astype(ft))
+    sin = b.init("sin_cache", (np.sin(cos_sin) * rope_scale).astype(ft))
+
+    residual, pending = x, None
+    for i in range(num_layers):
+        p = f"model.layers.{i}."
+        w_in = b.init(f"layers.{i}.input_norm", np.asarray(weights[p + "input_layernorm.weight"]).astype(ft))
+        if pending is None:
+            h = b.node("SimplifiedLayerNormalization", [residual, w_in], name=f"layers.{i}/input_norm",
+                       axis=-1, epsilon=rms_eps, stash_type=1)[0]
+        else:
+            h, _, _, residual = b.node("SkipSimplifiedLayerNormalization", [residual, pending, w_in], n_out=4,
+                                       name=f"layers.{i}/input_norm", domain=MS, epsilon=rms_eps)
+        a = p + "self_attn."
+        wqkv = np.concatenate([np.asarray(weights[a + f"{n}_proj.weight"], np.float32) for n in "qkv"], 0)
+        bias = None
+        if a + "q_proj.bias" in weights:
+            bias = np.concatenate([np.asarray(weights[a + f"{n}_proj.bias"], np.float32) for n in "qkv"], 0)
+        qkv = linear_w(h, wqkv, f"layers.{i}/qkv", bias)
+        attn = b.node("GroupQueryAttention",
+                      [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", "seqlens_k",
+                       "total_sequence_length", cos, sin],
+                      name=f"layers.{i}/attn", domain=MS, num_heads=num_heads, kv_num_heads=num_kv_heads,
+                      scale=1.0 / math.sqrt(head_dim), do_rotary=1, rotary_interleaved=0,
+                      outputs=[f"layers.{i}/attn/out", f"present.{i}.key", f"present.{i}.value"])[0]
+        o = linear(attn, a + "o_proj.weight", f"layers.{i}/o_proj")
+        w_post = b.init(f"layers.{i}.post_norm", np.asarray(weights[p + "post_attention_layernorm.weight"]).astype(ft))
+        h, _, _, residual = b.node("SkipSimplifiedLayerNormalization", [residual, o, w_post], n_out=4,
+                                   name=f"layers.{i}/post_norm", domain=MS, epsilon=rms_eps)
+        m = p + "mlp."
+        g = linear(h, m + "gate_proj.weight", f"layers.{i}/gate")
+        u = linear(h, m + "up_proj.weight", f"layers.{i}/up")
+        sg = b.node("Sigmoid", [g], name=f"layers.{i}/silu/sigmoid")[0]
+        act = b.node("Mul", [g, sg], name=f"layers.{i}/silu")[0]
+        gu = b.node("Mul", [act, u], name=f"layers.{i}/gate_up")[0]
+        pending = linear(gu, m + "down_proj.weight", f"layers.{i}/down")
+    w_final = b.init("final_norm", np.asarray(weights["model.norm.weight"]).astype(ft))
+    hfin = b.node("SkipSimplifiedLayerNormalization", [residual, pending, w_final], n_out=4, name="final_norm",
+                  domain=MS, epsilon=rms_eps)[0]
+    flat = b.node("Reshape", [hfin, b.init("flat_shape", np.array([-1, H], np.int64))], name="flatten")[0]
+    last = b.node("Gather", [flat, "last_index"], name="last", axis=0)[0]
+    if head_node is not None:
+        _, qn, sn, q = head_node
+        logits = b.node("MatMulNBits", [last, qn, sn], name="lm_head", domain=MS, K=H, N=V, bits=bits,
+                        block_size=block, accuracy_level=4)[0]
+    elif bits is None and tied:
+        wt = b.node("Transpose", ["embed.weight"], name="lm_head/transpose", perm=[1, 0])[0]
+        logits = b.node("MatMul", [last, wt], name="lm_head")[0]
+    else:
+        logits = linear_w(last, head, "lm_head")
+    if precision == "float16":
+        logits = b.node("Cast", [logits], name="logits/cast", to=TensorProto.FLOAT)[0]
+    b.node("Identity", [logits], name="logits", outputs=["logits"])
+
+    kv_shape = ["batch", num_kv_heads, "capacity", head_dim]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
+              helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+              helper.make_tensor_value_info("last_index", TensorProto.INT64, ["batch"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", V])]
+    for i in range(num_layers):
+        for kv in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", b.elem, kv_shape))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", b.elem, kv_shape))
+    graph = helper.make_graph(b.nodes, "ragcore_decoder", inputs, outputs, b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(MS, 1)],
+                              producer_name="ragcore")
+    model.ir_version = 8
+    return model
