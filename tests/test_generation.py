@@ -339,3 +339,21 @@ def test_demo_answers_with_sources(exported, capsys):
                  "--max-new-tokens", "12", "-k", "2"]) == 0
     out = capsys.readouterr().out
     assert "A: " in out and "sources" in out and "[1]" in out and "timings:" in out
+
+
+@needs_export
+def test_cli_export_generator(tmp_path, hf, monkeypatch, capsys):
+    from ragcore.cli import main
+    monkeypatch.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
+    out = tmp_path / "g"
+    assert main(["export-generator", "-o", str(out), "--precision", "int4", "-q"]) == 0
+    assert "(int4)" in capsys.readouterr().out
+    assert json.loads((out / "ragcore_generator.json").read_text())["precision"] == "int4"
+    assert gm.Generator.load(out, device="cpu", threads=1).generate("Hello", max_new_tokens=2) is not None
+
+
+def test_cli_export_generator_bad_source(tmp_path, capsys):
+    from ragcore.cli import main
+    assert main(["export-generator", str(tmp_path / "absent.gguf"), "-o", str(tmp_path / "out")]) == 2
+    assert "no such model folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
