@@ -221,7 +221,7 @@ def cmd_demo(args) -> int:
         if rag is None:
             show_passages(question)
             return
-        stream = rag.stream(question)
+        stream = rag.stream(question, repetition_penalty=args.repetition_penalty)
         print(f"\nQ: {question}\nA: ", end="", flush=True)
         for piece in stream:
             print(piece, end="", flush=True)
@@ -460,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--question", default=None, help="ask one question (default: interactive prompt)")
     pd.add_argument("-k", type=int, default=3, help="passages given to the generator (default 3)")
     pd.add_argument("--max-new-tokens", type=int, default=160)
+    pd.add_argument("--repetition-penalty", type=float, default=1.2,
+                    help="discourage repeating generated tokens (default 1.2: the small default model loops without it)")
     pd.add_argument("--retrieve-only", action="store_true", help="show the retrieved passages, no generation")
     pd.add_argument("--generator", default=None,
                     help="an exported generator folder (default: SmolLM2-135M-Instruct, exported on first use)")

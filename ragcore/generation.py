@@ -251,16 +251,20 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     is_default = src is None
     src = default_source() if src is None else Path(os.fspath(src)).expanduser().resolve()
-    kind, arch = _check_source(src)
+    if not src.exists():
+        _check_source(src)                # raises: no such source
+    # the cache is looked up before the source is validated: reading a GGUF header costs seconds, hashing
+    # the files a fraction of that, and a cached export of the same bytes was validated when it was made
     source_hash = _sha256_files(_source_files(src))
     options = {"precision": precision, "opset": OPSET, "exporter_version": EXPORTER_VERSION}
     key = hashlib.sha256(json.dumps({"source": source_hash, **options}, sort_keys=True).encode()).hexdigest()
-    name = DEFAULT_MODEL.split("/")[-1] if is_default else (src.stem if kind == "gguf" else src.name) or "generator"
+    name = DEFAULT_MODEL.split("/")[-1] if is_default else (src.stem if src.is_file() else src.name) or "generator"
     cached = out is None
     if out is None:
         out = default_cache_dir() / "generators" / f"{name}-{precision}-{key[:16]}"
         if _is_generator_dir(out) and _read_config(out).get("key") == key:
             return out
+    kind, arch = _check_source(src)
     out = Path(os.path.abspath(os.fspath(out)))
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_generator_dir(out))):
         raise ValueError(f"{out} exists and is not a generator folder or an empty directory; refusing to overwrite it")
@@ -536,7 +540,7 @@ class Generator:
 
     def generate(self, prompt_or_messages, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                  seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
-                 min_new_tokens: int = 0) -> str:
+                 min_new_tokens: int = 0, repetition_penalty: float = 1.0) -> str:
         """Generate text after a prompt or chat messages.
 
         Parameters
@@ -556,6 +560,11 @@ class Generator:
         min_new_tokens : int, default 0
             End-of-sequence tokens are ruled out until this many tokens are generated (as transformers'
             ``min_new_tokens``; benchmarks use it to time a fixed number of tokens).
+        repetition_penalty : float, default 1
+            > 1 discourages repeating a token already generated in this answer: its logit is divided by
+            the penalty when positive, multiplied when negative (the rule of transformers'
+            ``repetition_penalty``, applied here to the generated tokens only, not the prompt, so that an
+            answer may quote its sources). Small models loop without it; 1.1-1.3 is typical.
 
         Returns
         -------
@@ -563,23 +572,26 @@ class Generator:
             The generated text (special tokens removed); ``last_timings`` and ``last_tokens`` describe it.
         """
         return "".join(self.stream(prompt_or_messages, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   top_p=top_p, seed=seed, stop=stop, min_new_tokens=min_new_tokens))
+                                   top_p=top_p, seed=seed, stop=stop, min_new_tokens=min_new_tokens,
+                                   repetition_penalty=repetition_penalty))
 
     def stream(self, prompt_or_messages, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
-               min_new_tokens: int = 0) -> Iterator[str]:
+               min_new_tokens: int = 0, repetition_penalty: float = 1.0) -> Iterator[str]:
         """Like :meth:`generate`, yielding the text as it is decoded (pieces concatenate to it).
 
         A piece is held back while it ends in an incomplete UTF-8 sequence or could be the start of a
         stop string.
         """
-        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens)
+        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens, repetition_penalty)
         ids = self._prompt_ids(prompt_or_messages)
-        return self._stream(ids, int(max_new_tokens), float(temperature), float(top_p), seed, stops, int(min_new_tokens))
+        return self._stream(ids, int(max_new_tokens), float(temperature), float(top_p), seed, stops, int(min_new_tokens),
+                            float(repetition_penalty))
 
     def generate_batch(self, prompts: Sequence, max_new_tokens: int = 128, temperature: float = 0.0,
                        top_p: float = 1.0, seed: Optional[int] = None,
-                       stop: Union[None, str, Sequence[str]] = None, min_new_tokens: int = 0) -> List[str]:
+                       stop: Union[None, str, Sequence[str]] = None, min_new_tokens: int = 0,
+                       repetition_penalty: float = 1.0) -> List[str]:
         """Generate for several prompts (str or chat messages each) in one batch: one prefill over all of
         them (right-padded), then one decode step per token for all rows together.
 
@@ -596,7 +608,7 @@ class Generator:
         """
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
             raise ValueError("prompts must be a non-empty list of prompts (str or chat messages)")
-        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens)
+        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens, repetition_penalty)
         rows = [self._prompt_ids(p) for p in prompts]
         rng = np.random.default_rng(seed)
         longest = max(len(r) for r in rows)
@@ -620,8 +632,7 @@ class Generator:
                 for b in range(len(rows)):
                     if done[b]:
                         continue
-                    if len(new[b]) < min_new_tokens:
-                        logits[b, self._eos_list] = -np.inf
+                    self._adjust(logits[b], new[b], min_new_tokens, repetition_penalty)
                     tok = self._pick(logits[b], temperature, top_p, rng)
                     nxt[b] = tok
                     if tok in self._eos:
@@ -646,7 +657,16 @@ class Generator:
             timings["decode_s"] = max(0.0, time.perf_counter() - t0 - timings["prefill_s"])
         return texts
 
-    def _stream(self, ids, max_new, temperature, top_p, seed, stops, min_new=0) -> Iterator[str]:
+    def _adjust(self, logits: np.ndarray, new: List[int], min_new: int, penalty: float) -> None:
+        """In place: rule out end of sequence before ``min_new`` tokens; penalise tokens already generated."""
+        if len(new) < min_new:
+            logits[self._eos_list] = -np.inf
+        if penalty != 1.0 and new:
+            seen = np.unique(np.asarray(new, dtype=np.int64))
+            x = logits[seen]
+            logits[seen] = np.where(x > 0, x / penalty, x * penalty)
+
+    def _stream(self, ids, max_new, temperature, top_p, seed, stops, min_new=0, penalty=1.0) -> Iterator[str]:
         rng = np.random.default_rng(seed)
         n_prompt = len(ids)
         max_new = min(max_new, self.max_context - n_prompt)
@@ -663,8 +683,7 @@ class Generator:
             logits = next(step)[0]
             timings["prefill_s"] = time.perf_counter() - t0
             while True:
-                if len(new) < min_new:
-                    logits[self._eos_list] = -np.inf
+                self._adjust(logits, new, min_new, penalty)
                 tok = self._pick(logits, temperature, top_p, rng)
                 if timings["first_token_s"] is None:
                     timings["first_token_s"] = time.perf_counter() - t0
@@ -765,7 +784,7 @@ class Generator:
         return int(rng.choice(p.shape[0], p=p))
 
 
-def _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens=0) -> List[str]:
+def _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens=0, repetition_penalty=1.0) -> List[str]:
     """Validate the sampling arguments; returns the stop strings as a list."""
     for name, v in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
@@ -774,6 +793,8 @@ def _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens=0) 
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
     if not (0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not (repetition_penalty > 0) or repetition_penalty == float("inf"):
+        raise ValueError(f"repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if any(not isinstance(s, str) or not s for s in stops):
         raise ValueError(f"stop must be a non-empty str or a list of them, got {stop!r}")

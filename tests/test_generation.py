@@ -357,3 +357,36 @@ def test_cli_export_generator_bad_source(tmp_path, capsys):
     assert main(["export-generator", str(tmp_path / "absent.gguf"), "-o", str(tmp_path / "out")]) == 2
     assert "no such model folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_logit_adjustments():
+    """min_new_tokens rules out EOS; repetition_penalty divides positive / multiplies negative logits of the
+    tokens generated so far (transformers' rule), once per distinct token, never touching the others."""
+    from types import SimpleNamespace
+    me = SimpleNamespace(_eos_list=[0, 2])
+    logits = np.array([5.0, 2.0, 1.0, -2.0, 4.0], np.float32)
+    x = logits.copy()
+    gm.Generator._adjust(me, x, [3, 1, 3], 0, 2.0)
+    np.testing.assert_array_equal(x, [5.0, 1.0, 1.0, -4.0, 4.0])
+    x = logits.copy()
+    gm.Generator._adjust(me, x, [1], 2, 1.0)
+    assert np.isneginf(x[[0, 2]]).all() and (x[[1, 3, 4]] == logits[[1, 3, 4]]).all()
+    x = logits.copy()
+    gm.Generator._adjust(me, x, [1, 4], 2, 1.0)
+    np.testing.assert_array_equal(x, logits)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="repetition_penalty"):
+            gm._check_sampling(4, 0.0, 1.0, None, 0, bad)
+
+
+@needs_export
+def test_repetition_penalty_end_to_end(gen):
+    prompt = "List the days of the week, again and again: Monday, Tuesday,"
+    plain = gen.generate(prompt, max_new_tokens=40)
+    assert gen.generate(prompt, max_new_tokens=40, repetition_penalty=1.0) == plain
+    tokens_plain = list(gen.last_tokens)
+    penalised = gen.generate(prompt, max_new_tokens=40, repetition_penalty=1.5)
+    assert penalised != plain
+    # fewer repeated tokens than without the penalty
+    rep = lambda t: len(t) - len(set(t))  # noqa: E731
+    assert rep(gen.last_tokens) < rep(tokens_plain)
