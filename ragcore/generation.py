@@ -420,8 +420,14 @@ class Generator:
         if device == "cuda" and "CUDAExecutionProvider" not in available:
             raise ValueError("device='cuda' but onnxruntime has no CUDA execution provider here (no GPU, or the "
                              "CPU-only onnxruntime package); use device='cpu' or install onnxruntime-gpu")
+        # onnxruntime's CUDA GroupQueryAttention runs float16/bfloat16 only: a float32 or int4/int8 graph
+        # (float32 activations) is a CPU model, a float16 one a CUDA model
+        on_gpu = cfg.get("precision") == "float16"
+        if device == "cuda" and not on_gpu:
+            raise ValueError(f"{path}: a {cfg.get('precision')} generator runs on the CPU; for CUDA export it with "
+                             f"precision='float16'")
         if device == "auto":
-            device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+            device = "cuda" if on_gpu and "CUDAExecutionProvider" in available else "cpu"
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -456,10 +462,12 @@ class Generator:
         Parameters
         ----------
         path : path, optional
-            A folder made by :func:`export_generator`. None: the default model, exported (float32) on
-            first use into the cache and reused afterwards (needs ``ragcore[export]`` the first time).
+            A folder made by :func:`export_generator`. None: the default model, exported on first use into
+            the cache and reused afterwards (needs ``ragcore[export]`` the first time): float32 for the
+            CPU, float16 when it will run on CUDA.
         device : {"auto", "cpu", "cuda"}
-            "auto": CUDA when onnxruntime has its CUDA provider, else the CPU.
+            "auto": CUDA for a float16 generator when onnxruntime has its CUDA provider, else the CPU.
+            "cuda" needs a float16 export (onnxruntime's CUDA attention kernel is float16/bfloat16 only).
         threads : int, optional
             onnxruntime intra-op threads (default: onnxruntime's, one per physical core).
         progress : bool or None
@@ -473,7 +481,9 @@ class Generator:
             onnxruntime / tokenizers missing (``pip install "ragcore[dense]"``).
         """
         if path is None:
-            path = export_generator(None, None, precision="float32", progress=progress)
+            gpu = device in ("auto", "cuda") and "CUDAExecutionProvider" in \
+                _require("onnxruntime", "Generator", RUNTIME_HINT).get_available_providers()
+            path = export_generator(None, None, precision="float16" if gpu else "float32", progress=progress)
         return cls(path, device=device, threads=threads)
 
     @staticmethod

@@ -220,6 +220,18 @@ def test_cuda_without_gpu(exported):
         gm.Generator.load(exported, device="tpu")
 
 
+@needs_export
+def test_device_follows_precision(exported, monkeypatch):
+    """CUDA takes float16 generators only (onnxruntime's CUDA attention is float16/bfloat16): with a CUDA
+    provider, "auto" keeps a float32 model on the CPU and "cuda" refuses it."""
+    import onnxruntime as ort
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider"] + list(real))
+    with pytest.raises(ValueError, match="precision='float16'"):
+        gm.Generator.load(exported, device="cuda")
+    assert gm.Generator.load(exported, device="auto", threads=1).device == "cpu"
+
+
 def test_unsupported_sources(tmp_path):
     with pytest.raises(ValueError, match="no such"):
         gm.export_generator(tmp_path / "nope.gguf", tmp_path / "out")
