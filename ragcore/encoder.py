@@ -25,16 +25,14 @@ import importlib
 import importlib.util
 import json
 import os
-import shutil
 import struct
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .storage import finish_export
+from .storage import check_export_target, staged_export
 
 __all__ = ["Encoder", "export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
 
@@ -516,68 +514,61 @@ def export_encoder(src: Union[None, str, "os.PathLike[str]"] = None,
     else:
         cached = False
     out = Path(os.path.abspath(os.fspath(out)))
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_encoder_dir(out))):
-        raise ValueError(f"{out} exists and is not an encoder folder or an empty directory; refusing to overwrite it")
+    check_export_target(out, is_ours=_is_encoder_dir, what="an encoder folder")
 
     from tqdm.auto import tqdm
     steps = 2 + ("none" in variants) + 2 * ("int8" in variants)
     bar = tqdm(total=steps, desc=f"exporting {name}", unit="step", disable=None if progress is None else not progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from other users
-        bar.set_postfix_str("reading weights")
-        weights = read_safetensors(src / "model.safetensors")
-        tok = tokenizers.Tokenizer.from_file(str(src / "tokenizer.json"))
-        tok.no_padding()
-        tok.enable_truncation(spec["max_length"])
-        tok.save(str(tmp / "tokenizer.json"))
-        bar.update()
-        args = (weights, spec["config"], spec["pooling"], spec["max_length"])
-        if "none" in variants:
-            bar.set_postfix_str("float32 graph")
-            model = _build_graph(*args)
-            onnx.checker.check_model(model)
-            onnx.save(model, str(tmp / VARIANTS["none"]))
-            del model
+        with staged_export(out, cached=cached, is_ours=_is_encoder_dir, what="an encoder folder") as tmp:
+            bar.set_postfix_str("reading weights")
+            weights = read_safetensors(src / "model.safetensors")
+            tok = tokenizers.Tokenizer.from_file(str(src / "tokenizer.json"))
+            tok.no_padding()
+            tok.enable_truncation(spec["max_length"])
+            tok.save(str(tmp / "tokenizer.json"))
             bar.update()
-        if "int8" in variants:
-            bar.set_postfix_str("calibrating")
-            act = _calibrate(weights, spec, tok)
-            bar.update()
-            bar.set_postfix_str("int8 graph")
-            onnx.save(_build_graph(*args, act_absmax=act), str(tmp / VARIANTS["int8"]))
-            bar.update()
-        del weights
-        files = {}
-        for v in variants:
-            f = tmp / VARIANTS[v]
-            files[VARIANTS[v]] = {"bytes": f.stat().st_size, "sha256": _sha256([("", f)])}
-        cfg = spec["config"]
-        config = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "key": key,
-            "dim": int(cfg["hidden_size"]), "max_length": spec["max_length"], "pooling": spec["pooling"],
-            "normalize": True, "strip": True, "inputs": ["input_ids", "attention_mask"],
-            "output": "sentence_embedding",
-            "variants": {("float32" if v == "none" else v): VARIANTS[v] for v in variants},
-            "files": files,
-            "source": {"name": DEFAULT_MODEL if is_default else str(src), "sha256": source_hash,
-                       "layers": int(cfg["num_hidden_layers"]), "heads": int(cfg["num_attention_heads"])},
-            "export": options,
-            "int8": {"weights": f"per output channel, symmetric, {WEIGHT_QMAX.bit_length() + 1}-bit",
-                     "activations": {"static per channel (SmoothQuant alpha 0.5)": list(STATIC_LAYERS),
-                                     "dynamic per token": ["ffn_out"]},
-                     "calibration_texts": len(_CALIBRATION_TEXTS)} if "int8" in variants else None,
-            "versions": {d: _version(d) for d in ("ragcore", "onnx", "onnxruntime", "tokenizers", "numpy")},
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        finish_export(tmp, out, cached=cached, is_ours=_is_encoder_dir, what="an encoder folder")
+            args = (weights, spec["config"], spec["pooling"], spec["max_length"])
+            if "none" in variants:
+                bar.set_postfix_str("float32 graph")
+                model = _build_graph(*args)
+                onnx.checker.check_model(model)
+                onnx.save(model, str(tmp / VARIANTS["none"]))
+                del model
+                bar.update()
+            if "int8" in variants:
+                bar.set_postfix_str("calibrating")
+                act = _calibrate(weights, spec, tok)
+                bar.update()
+                bar.set_postfix_str("int8 graph")
+                onnx.save(_build_graph(*args, act_absmax=act), str(tmp / VARIANTS["int8"]))
+                bar.update()
+            del weights
+            files = {}
+            for v in variants:
+                f = tmp / VARIANTS[v]
+                files[VARIANTS[v]] = {"bytes": f.stat().st_size, "sha256": _sha256([("", f)])}
+            cfg = spec["config"]
+            config = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "key": key,
+                "dim": int(cfg["hidden_size"]), "max_length": spec["max_length"], "pooling": spec["pooling"],
+                "normalize": True, "strip": True, "inputs": ["input_ids", "attention_mask"],
+                "output": "sentence_embedding",
+                "variants": {("float32" if v == "none" else v): VARIANTS[v] for v in variants},
+                "files": files,
+                "source": {"name": DEFAULT_MODEL if is_default else str(src), "sha256": source_hash,
+                           "layers": int(cfg["num_hidden_layers"]), "heads": int(cfg["num_attention_heads"])},
+                "export": options,
+                "int8": {"weights": f"per output channel, symmetric, {WEIGHT_QMAX.bit_length() + 1}-bit",
+                         "activations": {"static per channel (SmoothQuant alpha 0.5)": list(STATIC_LAYERS),
+                                         "dynamic per token": ["ffn_out"]},
+                         "calibration_texts": len(_CALIBRATION_TEXTS)} if "int8" in variants else None,
+                "versions": {d: _version(d) for d in ("ragcore", "onnx", "onnxruntime", "tokenizers", "numpy")},
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         bar.set_postfix_str("done")
         bar.update()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     finally:
         bar.close()
     return out

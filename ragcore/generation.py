@@ -28,8 +28,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .encoder import default_cache_dir
-from .storage import finish_export
+from .storage import check_export_target, staged_export
 
 __all__ = ["Generator", "export_generator"]
 
@@ -266,8 +264,7 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
             return out
     kind, arch = _check_source(src)
     out = Path(os.path.abspath(os.fspath(out)))
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_generator_dir(out))):
-        raise ValueError(f"{out} exists and is not a generator folder or an empty directory; refusing to overwrite it")
+    check_export_target(out, is_ours=_is_generator_dir, what="a generator folder")
     for mod in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers") + (("gguf", "accelerate") if kind == "gguf" else ()):
         if importlib.util.find_spec(mod) is None:
             raise ImportError(f"export_generator needs the {mod} package: {EXPORT_HINT}")
@@ -275,47 +272,41 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
     from tqdm.auto import tqdm
     steps = 4
     bar = tqdm(total=steps, desc=f"exporting {name}", unit="step", disable=None if progress is None else not progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        os.chmod(tmp, 0o755)
-        bar.set_postfix_str("loading with transformers")
-        model, tok = _load_hf(src, kind, "float32")
-        bar.update()
-        bar.set_postfix_str("tokenizer")
-        _save_tokenizer(tok, tmp)
-        bar.update()
-        bar.set_postfix_str(f"writing the {precision} graph")
-        shapes = _export_onnx(model, tmp / MODEL_FILE, precision)
-        bar.update()
-        cfg = model.config
-        eos = cfg.eos_token_id if isinstance(cfg.eos_token_id, (list, tuple)) else [cfg.eos_token_id]
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if gen_eos is not None:
-            eos += list(gen_eos) if isinstance(gen_eos, (list, tuple)) else [gen_eos]
-        if getattr(tok, "eos_token_id", None) is not None:
-            eos.append(tok.eos_token_id)
-        eos = sorted({int(e) for e in eos if e is not None})
-        del model
-        config = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "key": key, "architecture": arch,
-            **shapes, "vocab_size": int(cfg.vocab_size), "eos_token_ids": eos,
-            "bos_token_id": None if cfg.bos_token_id is None else int(cfg.bos_token_id),
-            "max_context": int(cfg.max_position_embeddings), "precision": precision,
-            "kv_dtype": "float16" if precision == "float16" else "float32",
-            "files": {f.name: {"bytes": f.stat().st_size} for f in sorted(tmp.glob(MODEL_FILE + "*"))},
-            "source": {"name": DEFAULT_MODEL if is_default else str(src), "kind": kind, "sha256": source_hash},
-            "export": options,
-            "versions": {d: _version(d) for d in ("ragcore", "torch", "transformers", "onnx", "onnxruntime", "gguf")},
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        finish_export(tmp, out, cached=cached, is_ours=_is_generator_dir, what="a generator folder")
+        with staged_export(out, cached=cached, is_ours=_is_generator_dir, what="a generator folder") as tmp:
+            bar.set_postfix_str("loading with transformers")
+            model, tok = _load_hf(src, kind, "float32")
+            bar.update()
+            bar.set_postfix_str("tokenizer")
+            _save_tokenizer(tok, tmp)
+            bar.update()
+            bar.set_postfix_str(f"writing the {precision} graph")
+            shapes = _export_onnx(model, tmp / MODEL_FILE, precision)
+            bar.update()
+            cfg = model.config
+            eos = cfg.eos_token_id if isinstance(cfg.eos_token_id, (list, tuple)) else [cfg.eos_token_id]
+            gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+            if gen_eos is not None:
+                eos += list(gen_eos) if isinstance(gen_eos, (list, tuple)) else [gen_eos]
+            if getattr(tok, "eos_token_id", None) is not None:
+                eos.append(tok.eos_token_id)
+            eos = sorted({int(e) for e in eos if e is not None})
+            del model
+            config = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "key": key, "architecture": arch,
+                **shapes, "vocab_size": int(cfg.vocab_size), "eos_token_ids": eos,
+                "bos_token_id": None if cfg.bos_token_id is None else int(cfg.bos_token_id),
+                "max_context": int(cfg.max_position_embeddings), "precision": precision,
+                "kv_dtype": "float16" if precision == "float16" else "float32",
+                "files": {f.name: {"bytes": f.stat().st_size} for f in sorted(tmp.glob(MODEL_FILE + "*"))},
+                "source": {"name": DEFAULT_MODEL if is_default else str(src), "kind": kind, "sha256": source_hash},
+                "export": options,
+                "versions": {d: _version(d) for d in ("ragcore", "torch", "transformers", "onnx", "onnxruntime", "gguf")},
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         bar.set_postfix_str("done")
         bar.update()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     finally:
         bar.close()
     return out

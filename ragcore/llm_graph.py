@@ -25,7 +25,7 @@ Only numpy and onnx are used here: the weights come in as numpy arrays named as 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def dequantize_blocks(q: np.ndarray, scale: np.ndarray, bits: int, K: int) -> np
 class _Builder:
     def __init__(self, dtype: str):
         from onnx import helper, numpy_helper, TensorProto
-        self.h, self.nh, self.TP = helper, numpy_helper, TensorProto
+        self.h, self.nh = helper, numpy_helper
         self.np_dtype = np.float16 if dtype == "float16" else np.float32
         self.elem = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
         self.nodes: list = []
@@ -102,9 +102,8 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     H = weights["model.embed_tokens.weight"].shape[1]
     V = weights["model.embed_tokens.weight"].shape[0]
 
-    def linear(x: str, wname: str, out_name: str, bias: Optional[np.ndarray] = None) -> str:
-        w = weights[wname] if isinstance(wname, str) else wname
-        return linear_w(x, np.asarray(w, np.float32), out_name, bias)
+    def linear(x: str, wname: str, out_name: str) -> str:
+        return linear_w(x, np.asarray(weights[wname], np.float32), out_name)
 
     def linear_w(x: str, w: np.ndarray, out_name: str, bias: Optional[np.ndarray] = None) -> str:
         N, K = w.shape

@@ -24,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -34,12 +35,12 @@ import sys
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_index", "load_index", "encode_strings", "decode_strings",
-           "finish_export"]
+           "finish_export", "staged_export", "check_export_target"]
 
 FORMAT = "ragcore-index"
 FORMAT_VERSION = 1
@@ -436,6 +437,31 @@ def decode_strings(data: np.ndarray, offsets: np.ndarray) -> List[str]:
         except UnicodeDecodeError as e:
             raise ValueError(f"string {i} is not valid UTF-8: {e}") from None
     return out
+
+
+def check_export_target(out: Path, *, is_ours, what: str) -> None:
+    """Raise ``ValueError`` unless ``out`` is absent, an empty directory or ``is_ours(out)``."""
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_ours(out))):
+        raise ValueError(f"{out} exists and is not {what} or an empty directory; refusing to overwrite it")
+
+
+@contextlib.contextmanager
+def staged_export(out: Path, *, cached: bool, is_ours, what: str) -> Iterator[Path]:
+    """A model export's folder, written aside and moved into place only when complete.
+
+    Yields a fresh temporary sibling of ``out`` (mode 0755: a shared cache stays readable); when the
+    block ends normally the folder goes to ``out`` through :func:`finish_export`; when it raises
+    (``KeyboardInterrupt`` included) the folder is deleted and nothing is left half-written.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from other users
+        yield tmp
+        finish_export(tmp, out, cached=cached, is_ours=is_ours, what=what)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def finish_export(tmp: Path, out: Path, *, cached: bool, is_ours, what: str) -> None:
