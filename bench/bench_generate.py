@@ -19,6 +19,8 @@ makes the fp32 and int4 CPU models there (it needs ``onnx_ir``).
     python bench/bench_generate.py                    # all engines, 1 and all threads (~6 minutes)
     python bench/bench_generate.py --quick            # one repeat
     python bench/bench_generate.py --engines ragcore --precisions int4
+    python bench/bench_generate.py --device cuda      # float16 on the GPU: needs onnxruntime-gpu (and, for
+                                                      # its rows, onnxruntime-genai-cuda) instead of the CPU wheels
 
 Writes <out>/generate.md and <out>/generate.json (default out: bench/results).
 """
@@ -44,6 +46,7 @@ QUESTIONS = ["What does the with statement do?", "How do I define a function wit
              "What happens when an exception is raised in a try block?", "How are class attributes looked up?",
              "What does the yield keyword do?", "How do I format a string with an f-string?"]
 RAG_ENGINES = ("rag", "rag-onnxruntime-genai")
+DEVICE = os.environ.get("RAGCORE_BENCH_DEVICE", "cpu")   # set by main() for its workers
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -57,7 +60,7 @@ def _summary(runs):
 
 def work_ragcore(model_dir, threads, new, repeats):
     import ragcore.generation as g
-    gen = g.Generator.load(model_dir, device="cpu", threads=threads)
+    gen = g.Generator.load(model_dir, device=DEVICE, threads=threads)
     gen.generate(MESSAGES, max_new_tokens=8)
     runs = []
     for _ in range(repeats):
@@ -107,16 +110,22 @@ def work_transformers(_model_dir, threads, new, repeats):
     model, tok = g._load_hf(g.default_source(), "gguf", "float32")
     text = tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    if DEVICE == "cuda":
+        model, ids = model.to("cuda", torch.float16), ids.to("cuda")
     mask = torch.ones_like(ids)
+    sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
     runs = []
     with torch.no_grad():
         model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             model.generate(ids, attention_mask=mask, max_new_tokens=1, do_sample=False)
+            sync()
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
             out = model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            sync()
             total = time.perf_counter() - t0
             runs.append({"prompt_tokens": ids.shape[1], "new_tokens": out.shape[1] - ids.shape[1],
                          "first_token_s": first, "decode_s": max(total - first, 1e-9)})
@@ -131,7 +140,7 @@ def _demo_rag(model_dir, threads):
     passages = pydoc_passages()
     bm25 = BM25()
     bm25.index([f"{title} {text}" for _, title, text in passages], ids=[p[0] for p in passages])
-    gen = g.Generator.load(model_dir, device="cpu", threads=threads)
+    gen = g.Generator.load(model_dir, device=DEVICE, threads=threads)
     texts = {pid: f"{title}\n{text}" for pid, title, text in passages}
     return RAG(bm25, gen, k=int(os.environ.get("RAGCORE_BENCH_RAG_K", "5")), texts=texts, max_new_tokens=1)
 
@@ -217,11 +226,11 @@ def _ortgenai_models(precisions):
         tok.save_pretrained(str(hf))
     out = {}
     for p in precisions:
-        d = base / f"ortgenai-{p}"
+        d = base / f"ortgenai-{p}-{DEVICE}"
         if not (d / "genai_config.json").is_file():
-            flag = {"float32": "fp32", "int4": "int4"}[p]
+            flag = {"float32": "fp32", "int4": "int4", "float16": "fp16"}[p]
             r = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(d),
-                                "-p", flag, "-e", "cpu"], capture_output=True, text=True)
+                                "-p", flag, "-e", DEVICE], capture_output=True, text=True)
             if r.returncode != 0:
                 return out, f"the onnxruntime-genai builder failed: {r.stderr[-500:]}"
         out[p] = str(d)
@@ -232,7 +241,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)")
     ap.add_argument("--engines", default="ragcore,onnxruntime-genai,transformers,rag")
-    ap.add_argument("--precisions", default="float32,int4")
+    ap.add_argument("--precisions", default=None, help="default: float32,int4 on the CPU, float16 on CUDA")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: ragcore float16 with its caches on the GPU, onnxruntime-genai's CUDA model "
+                         "(-e cuda -p fp16), transformers in float16 on the GPU")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rag-k", type=int, default=5, help="sources per RAG answer (default 5)")
@@ -244,16 +256,21 @@ def main() -> int:
         engine, threads, model = a.worker
         print(json.dumps(WORKERS[engine](model, int(threads), a.new_tokens, a.repeats)))
         return 0
+    global DEVICE
+    DEVICE = a.device
     import _common as C
     import ragcore.generation as g
     t_start = time.perf_counter()
     machine = C.machine_info()
-    engines, precisions = a.engines.split(","), a.precisions.split(",")
+    engines = a.engines.split(",")
+    precisions = (a.precisions or ("float16" if a.device == "cuda" else "float32,int4")).split(",")
     ours = {p: str(g.export_generator(precision=p, progress=None)) for p in precisions}
     og_models, og_skip = _ortgenai_models(precisions) if "onnxruntime-genai" in engines else ({}, None)
     if og_skip:
         print(og_skip, file=sys.stderr)
     threads = [int(t) for t in a.threads.split(",")] if a.threads else sorted({1, len(os.sched_getaffinity(0))})
+    if a.device == "cuda" and not a.threads:
+        threads = [len(os.sched_getaffinity(0))]     # host threads do not matter much on the GPU
     repeats = 1 if a.quick else a.repeats
     plan = []
     for t in threads:
@@ -262,7 +279,7 @@ def main() -> int:
                 plan.append(("ragcore", p, t, ours[p]))
             if p in og_models:
                 plan.append(("onnxruntime-genai", p, t, og_models[p]))
-            if "transformers" in engines and p == "float32":
+            if "transformers" in engines and p == ("float16" if a.device == "cuda" else "float32"):
                 plan.append(("transformers", p, t, "-"))
             if "rag" in engines:
                 plan.append(("rag", p, t, ours[p]))
@@ -271,7 +288,8 @@ def main() -> int:
     rows = []
     for engine, p, t, model in plan:
         env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours[p],
-                   RAGCORE_BENCH_RAG_K=str(a.rag_k))
+                   RAGCORE_BENCH_RAG_K=str(a.rag_k),
+                   RAGCORE_BENCH_DEVICE=a.device)
         cmd = [sys.executable, __file__, "--worker", engine, str(t), model, "--new-tokens", str(a.new_tokens),
                "--repeats", str(repeats)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -287,6 +305,10 @@ def main() -> int:
             print(f"{engine:18s} {p:8s} threads={t}  prefill {row['prefill_tok_s']:7.1f} tok/s  decode "
                   f"{row['decode_tok_s']:6.1f} tok/s  first token {row['first_token_s']:.3f} s", flush=True)
     machine["loadavg_at_end"] = os.getloadavg()
+    if a.device == "cuda":
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True)
+        machine["gpu"] = r.stdout.strip() or "unknown"
     versions = {d: g._version(d) for d in ("ragcore", "onnxruntime", "onnxruntime-genai", "torch", "transformers",
                                            "tokenizers", "numpy")}
     out = Path(a.out)
@@ -295,22 +317,23 @@ def main() -> int:
                                                    "ortgenai_models": og_models, "ortgenai_skipped": og_skip,
                                                    "rows": rows}, indent=2) + "\n")
     m = machine
-    lines = ["# Generator benchmark: SmolLM2-135M-Instruct", "",
+    tf_prec = "float16" if a.device == "cuda" else "float32"
+    lines = [f"# Generator benchmark: SmolLM2-135M-Instruct ({a.device})", "",
              f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs ({m['logical_cpus']} logical), {m['ram_gib']} GiB "
-             f"RAM; load average at start {'/'.join(f'{x:.1f}' for x in m['loadavg_at_start'])}, at end "
+             f"RAM{'; GPU ' + m['gpu'] if m.get('gpu') else ''}; load average at start {'/'.join(f'{x:.1f}' for x in m['loadavg_at_start'])}, at end "
              f"{'/'.join(f'{x:.1f}' for x in m['loadavg_at_end'])}", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v), "",
-             f"Settings: `python bench/bench_generate.py{' --quick' if a.quick else ''}`; greedy; chat prompt of "
+             f"Settings: `python bench/bench_generate.py{''.join(' ' + x for x in sys.argv[1:])}`; greedy; chat prompt of "
              f"~300 tokens; exactly {a.new_tokens} new tokens; median of {repeats} runs after a warm-up; one process per "
              f"row; total run {time.perf_counter() - t_start:.0f} s." + (f" onnxruntime-genai: {og_skip}" if og_skip else ""),
              "", "| engine | precision | threads | prompt tokens | prefill tok/s | decode tok/s | decode ÷ onnxruntime-genai "
-             "| decode ÷ transformers fp32 | first token s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"| decode ÷ transformers {tf_prec} | first token s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     find = {(r["engine"], r["precision"], r["threads"]): r for r in rows}
     for r in rows:
         if r["engine"] in RAG_ENGINES:
             continue
         og_r = find.get(("onnxruntime-genai", r["precision"], r["threads"]))
-        tf_r = find.get(("transformers", "float32", r["threads"]))
+        tf_r = find.get(("transformers", tf_prec, r["threads"]))
         ratio = lambda o: f"{r['decode_tok_s'] / o['decode_tok_s']:.2f}×" if o else ""  # noqa: E731
         lines.append(f"| {r['engine']} | {r['precision']} | {r['threads']} | {r['prompt_tokens']} | "
                      f"{r['prefill_tok_s']:.1f} | {r['decode_tok_s']:.1f} | {ratio(og_r)} | {ratio(tf_r)} | "
