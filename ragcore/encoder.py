@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib
 import importlib.util
 import json
 import os
 import struct
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._optional import dist_version as _version
+from ._optional import require
 from .storage import check_export_target, staged_export
 
 __all__ = ["Encoder", "export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
@@ -52,17 +52,7 @@ _SORT_WINDOW = 8192       # texts tokenized and length-sorted together (bounds t
 
 
 def _require(module: str, what: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"{what} needs the {module} package: {DENSE_HINT}") from e
-
-
-def _version(dist: str) -> Optional[str]:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+    return require(module, what, DENSE_HINT)
 
 
 # ---------------------------------------------------------------------------------------------------

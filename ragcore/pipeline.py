@@ -423,12 +423,8 @@ class TransformersGenerator:
 
 
 def _require(name: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:  # pragma: no cover - exercised only without them
-        raise ImportError(f"TransformersGenerator needs {name}: pip install transformers torch") from e
+    from ._optional import require
+    return require(name, "TransformersGenerator", "pip install transformers torch")
 
 
 def estimate_tokens(text: str) -> int:

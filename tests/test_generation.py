@@ -15,6 +15,7 @@ pytest.importorskip("onnxruntime", reason="the generator runs on onnxruntime: pi
 pytest.importorskip("tokenizers", reason="the generator needs tokenizers: pip install 'ragcore[dense]'")
 
 from ragcore import generation as gm  # noqa: E402
+from ragcore import generator_export as ge  # noqa: E402
 
 _EXPORT_DEPS = ("torch", "transformers", "gguf", "accelerate", "onnx")
 _missing = [m for m in _EXPORT_DEPS if importlib.util.find_spec(m) is None]
@@ -47,7 +48,7 @@ def hf():
 def exported(tmp_path_factory, hf):
     out = tmp_path_factory.mktemp("gen") / "smollm2-fp32"
     mp = pytest.MonkeyPatch()
-    mp.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)   # share the model already loaded
+    mp.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)   # share the model already loaded
     try:
         return gm.export_generator(None, out, precision="float32")
     finally:
@@ -275,13 +276,13 @@ def test_missing_export_dependency_names_the_extra(tmp_path, monkeypatch):
 
 @needs_export
 def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
-    monkeypatch.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
+    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
 
     def boom(model, path, dtype):
         Path(path).write_bytes(b"half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gm, "_export_onnx", boom)
+    monkeypatch.setattr(ge, "_export_onnx", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         gm.export_generator(None, out)
@@ -297,7 +298,7 @@ def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
 @pytest.mark.parametrize("precision", ["int4", "int8", "float16"])
 def test_other_precisions(tmp_path, hf, gen, monkeypatch, precision):
     """int8/int4 weights and float16 all run on the CPU; their greedy answers start as float32's."""
-    monkeypatch.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
+    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
     out = gm.export_generator(None, tmp_path / precision, precision=precision)
     cfg = json.loads((out / "ragcore_generator.json").read_text())
     assert cfg["precision"] == precision and sorted(cfg["files"]) == ["model.onnx"]
@@ -356,7 +357,7 @@ def test_demo_answers_with_sources(exported, capsys):
 @needs_export
 def test_cli_export_generator(tmp_path, hf, monkeypatch, capsys):
     from ragcore.cli import main
-    monkeypatch.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
+    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
     out = tmp_path / "g"
     assert main(["export-generator", "-o", str(out), "--precision", "int4", "-q"]) == 0
     assert "(int4)" in capsys.readouterr().out
@@ -420,7 +421,7 @@ needs_cuda = pytest.mark.skipif(not _cuda_provider(),
 def exported_fp16(tmp_path_factory, hf):
     out = tmp_path_factory.mktemp("gen16") / "smollm2-fp16"
     mp = pytest.MonkeyPatch()
-    mp.setattr(gm, "_load_hf", lambda src, kind, dtype: hf)
+    mp.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
     try:
         return gm.export_generator(None, out, precision="float16")
     finally:
