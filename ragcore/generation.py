@@ -32,7 +32,8 @@ import numpy as np
 
 from .generator_export import (  # noqa: F401  (the folder format, and the export re-exported here)
     CONFIG, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PRECISIONS, RUNTIME_HINT, _is_generator_dir,
-    _load_hf, _read_config, _require, _version, default_source, export_generator)
+    _load_hf, _read_config, _require, default_source, export_generator)
+from ._optional import dist_version as _version  # noqa: F401  (used by bench/)
 
 __all__ = ["Generator", "export_generator"]
 

@@ -8,7 +8,6 @@ the folder without them. This module also defines the folder's format (names, ve
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import importlib.util
 import json
@@ -16,10 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._optional import dist_version as _version
 from ._optional import require as _require
 from .encoder import default_cache_dir
-from .storage import check_export_target, staged_export
+from .storage import check_export_target, staged_export, write_export_config
 
 __all__ = ["export_generator", "default_source"]
 
@@ -268,10 +266,8 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
                 "files": {f.name: {"bytes": f.stat().st_size} for f in sorted(tmp.glob(MODEL_FILE + "*"))},
                 "source": {"name": DEFAULT_MODEL if is_default else str(src), "kind": kind, "sha256": source_hash},
                 "export": options,
-                "versions": {d: _version(d) for d in ("ragcore", "torch", "transformers", "onnx", "onnxruntime", "gguf")},
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
-            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            write_export_config(tmp, CONFIG, config, ("ragcore", "torch", "transformers", "onnx", "onnxruntime", "gguf"))
         bar.set_postfix_str("done")
         bar.update()
     finally:

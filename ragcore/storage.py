@@ -40,7 +40,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_index", "load_index", "encode_strings", "decode_strings",
-           "finish_export", "staged_export", "check_export_target"]
+           "finish_export", "staged_export", "check_export_target",
+           "write_export_config"]
 
 FORMAT = "ragcore-index"
 FORMAT_VERSION = 1
@@ -443,6 +444,15 @@ def check_export_target(out: Path, *, is_ours, what: str) -> None:
     """Raise ``ValueError`` unless ``out`` is absent, an empty directory or ``is_ours(out)``."""
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_ours(out))):
         raise ValueError(f"{out} exists and is not {what} or an empty directory; refusing to overwrite it")
+
+
+def write_export_config(folder: Path, name: str, config: Dict[str, Any], versions: Iterable[str]) -> None:
+    """Write a model folder's JSON config ``folder/name``: ``config`` plus the installed versions of the
+    distributions ``versions`` and the creation time (UTC)."""
+    from ._optional import dist_version
+    config = dict(config, versions={d: dist_version(d) for d in versions},
+                  created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    (folder / name).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
