@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
@@ -46,6 +48,8 @@ QUESTIONS = ["What does the with statement do?", "How do I define a function wit
              "What happens when an exception is raised in a try block?", "How are class attributes looked up?",
              "What does the yield keyword do?", "How do I format a string with an f-string?"]
 RAG_ENGINES = ("rag", "rag-onnxruntime-genai")
+PPL_ENGINES = ("ppl-ragcore", "ppl-onnxruntime-genai", "ppl-transformers")
+PPL_PASSAGES, PPL_TOKENS = 8, 128
 DEVICE = os.environ.get("RAGCORE_BENCH_DEVICE", "cpu")   # set by main() for its workers
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -205,8 +209,74 @@ def _set_ortgenai_threads(model_dir, threads):
     cfg_file.write_text(json.dumps(cfg, indent=1))
 
 
+def _ppl_texts():
+    from ragcore.corpus import pydoc_passages
+    ps = pydoc_passages()
+    return [ps[i][2] for i in range(0, len(ps), max(1, len(ps) // PPL_PASSAGES))][:PPL_PASSAGES]
+
+
+def _nll(logits, tok):
+    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    m = x.max()
+    return float(m + np.log(np.exp(x - m).sum()) - x[tok])
+
+
+def work_ppl_ragcore(model_dir, threads, _new, _repeats):
+    """Perplexity by teacher forcing through the KV cache: the true next token is fed at every step."""
+    import ragcore.generation as g
+    gen = g.Generator.load(model_dir, device=DEVICE, threads=threads)
+    nll, n = 0.0, 0
+    for text in _ppl_texts():
+        ids = gen._tok.encode(text, add_special_tokens=False).ids[:PPL_TOKENS]
+        step = gen._steps([ids[:1]], len(ids) + 1)
+        logits = next(step)[0]
+        for tok in ids[1:]:
+            nll += _nll(logits, tok)
+            n += 1
+            logits = step.send(np.array([tok]))[0]
+        step.close()
+    return {"perplexity": float(np.exp(nll / n)), "tokens": n}
+
+
+def work_ppl_ortgenai(model_dir, threads, _new, _repeats):
+    import onnxruntime_genai as og
+    from tokenizers import Tokenizer
+    _set_ortgenai_threads(model_dir, threads)
+    model = og.Model(model_dir)
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    nll, n = 0.0, 0
+    for text in _ppl_texts():
+        ids = tok.encode(text, add_special_tokens=False).ids[:PPL_TOKENS]
+        p = og.GeneratorParams(model)
+        p.set_search_options(max_length=len(ids) + 1)
+        gen = og.Generator(model, p)
+        gen.append_tokens(ids[:1])
+        for t in ids[1:]:
+            nll += _nll(gen.get_output("logits"), t)
+            n += 1
+            gen.append_tokens([t])
+    return {"perplexity": float(np.exp(nll / n)), "tokens": n}
+
+
+def work_ppl_transformers(_model_dir, threads, _new, _repeats):
+    import torch
+    torch.set_num_threads(threads)
+    import ragcore.generation as g
+    model, tok = g._load_hf(g.default_source(), "gguf", "float32")
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for text in _ppl_texts():
+            ids = tok(text, add_special_tokens=False)["input_ids"][:PPL_TOKENS]
+            logits = model(torch.tensor([ids])).logits[0, :-1].double()
+            lp = torch.log_softmax(logits, -1)
+            nll -= float(lp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+            n += len(ids) - 1
+    return {"perplexity": float(np.exp(nll / n)), "tokens": n}
+
+
 WORKERS = {"ragcore": work_ragcore, "onnxruntime-genai": work_ortgenai, "transformers": work_transformers,
-           "rag": work_rag, "rag-onnxruntime-genai": work_rag_ortgenai}
+           "rag": work_rag, "rag-onnxruntime-genai": work_rag_ortgenai, "ppl-ragcore": work_ppl_ragcore,
+           "ppl-onnxruntime-genai": work_ppl_ortgenai, "ppl-transformers": work_ppl_transformers}
 
 
 def _ortgenai_models(precisions):
@@ -240,7 +310,7 @@ def _ortgenai_models(precisions):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)")
-    ap.add_argument("--engines", default="ragcore,onnxruntime-genai,transformers,rag")
+    ap.add_argument("--engines", default="ragcore,onnxruntime-genai,transformers,rag,quality")
     ap.add_argument("--precisions", default=None, help="default: float32,int4 on the CPU, float16 on CUDA")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="cuda: ragcore float16 with its caches on the GPU, onnxruntime-genai's CUDA model "
@@ -285,9 +355,17 @@ def main() -> int:
                 plan.append(("rag", p, t, ours[p]))
                 if p in og_models:
                     plan.append(("rag-onnxruntime-genai", p, t, og_models[p]))
+    if "quality" in engines:
+        t_all = max(threads)
+        for p in precisions:
+            plan.append(("ppl-ragcore", p, t_all, ours[p]))
+            if p in og_models:
+                plan.append(("ppl-onnxruntime-genai", p, t_all, og_models[p]))
+        if a.device == "cpu":
+            plan.append(("ppl-transformers", "float32", t_all, "-"))
     rows = []
     for engine, p, t, model in plan:
-        env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours[p],
+        env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours.get(p, ""),
                    RAGCORE_BENCH_RAG_K=str(a.rag_k),
                    RAGCORE_BENCH_DEVICE=a.device)
         cmd = [sys.executable, __file__, "--worker", engine, str(t), model, "--new-tokens", str(a.new_tokens),
@@ -298,7 +376,9 @@ def main() -> int:
             continue
         row = dict(json.loads(res.stdout.strip().splitlines()[-1]), engine=engine, precision=p, threads=t)
         rows.append(row)
-        if engine in RAG_ENGINES:
+        if engine in PPL_ENGINES:
+            print(f"{engine} {p:8s} perplexity {row['perplexity']:.3f} over {row['tokens']} tokens", flush=True)
+        elif engine in RAG_ENGINES:
             print(f"{engine} first token {p:8s} threads={t}  {row['ttft_s']:.3f} s (max {row['max_ttft_s']:.3f}) "
                   f"for {row['prompt_tokens']:.0f} prompt tokens", flush=True)
         else:
@@ -330,7 +410,7 @@ def main() -> int:
              f"| decode ÷ transformers {tf_prec} | first token s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     find = {(r["engine"], r["precision"], r["threads"]): r for r in rows}
     for r in rows:
-        if r["engine"] in RAG_ENGINES:
+        if r["engine"] in RAG_ENGINES + PPL_ENGINES:
             continue
         og_r = find.get(("onnxruntime-genai", r["precision"], r["threads"]))
         tf_r = find.get(("transformers", tf_prec, r["threads"]))
@@ -350,6 +430,12 @@ def main() -> int:
             name = "ragcore" if r["engine"] == "rag" else "onnxruntime-genai"
             lines.append(f"| {name} | {r['precision']} | {r['threads']} | {r['prompt_tokens']:.0f} | {r['ttft_s']:.3f} | "
                          f"{r['max_ttft_s']:.3f} | {r['prefill_s']:.3f} | {ratio} |")
+    ppl_rows = [r for r in rows if r["engine"] in PPL_ENGINES]
+    if ppl_rows:
+        lines += ["", f"Quality: perplexity of {PPL_PASSAGES} passages of the demo corpus ({PPL_TOKENS} tokens each, "
+                  "teacher forcing through each engine's cache; lower is better):", "",
+                  "| engine | precision | perplexity | tokens |", "|---|---|---:|---:|"]
+        lines += [f"| {r['engine'][4:]} | {r['precision']} | {r['perplexity']:.3f} | {r['tokens']} |" for r in ppl_rows]
     (out / "generate.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

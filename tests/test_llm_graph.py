@@ -15,22 +15,30 @@ def test_round_trip_within_half_a_step(bits, K):
     nb = -(-K // 32)
     assert q.dtype == np.uint8 and q.shape == (37, nb, 32 * bits // 8) and s.shape == (37, nb)
     back = dequantize_blocks(q, s, bits, K)
-    step = np.repeat(s, 32, axis=1)[:, :K]
-    assert np.all(np.abs(back - w) <= step / 2 + 1e-6)
+    step = np.repeat(np.abs(s), 32, axis=1)[:, :K]
+    # half a step, except values beyond +7.5 steps on the side opposite to the extreme (clipped to +7)
+    signed = w / np.repeat(s, 32, axis=1)[:, :K]
+    inside = signed < (1 << (bits - 1)) - 0.5
+    err = np.abs(back - w)
+    assert np.all(err[inside] <= step[inside] / 2 + 1e-6)
+    assert np.all(err <= step + 1e-6)
     assert np.all(back[3] == 0)
-    # symmetric: the largest magnitude of each block is represented exactly (up to rounding of the scale)
+    # the value of largest magnitude of each block sits exactly on the most negative level
     wb = np.zeros((37, nb * 32), np.float32)
     wb[:, :K] = w
-    amax = np.abs(wb.reshape(37, nb, 32)).max(-1)
-    np.testing.assert_allclose(s * ((1 << (bits - 1)) - 1), np.where(amax > 0, amax, s * ((1 << (bits - 1)) - 1)), rtol=1e-6)
+    wb = wb.reshape(37, nb, 32)
+    amax = np.abs(wb).max(-1)
+    levels = 1 << (bits - 1)
+    np.testing.assert_allclose(np.abs(s)[amax > 0] * levels, amax[amax > 0], rtol=1e-6)
+    assert np.all(np.abs(back.reshape(37, -1)).max(-1) <= amax.max(-1) + 1e-6)
 
 
 def test_nibble_order():
-    """MatMulNBits reads the first of two 4-bit values from the low nibble."""
+    """MatMulNBits reads the first of two 4-bit values from the low nibble; the extreme maps to -8."""
     w = np.zeros((1, 32), np.float32)
-    w[0, 0], w[0, 1] = 7.0, -7.0
+    w[0, 0], w[0, 1] = 7.0, -3.5
     q, s = quantize_blocks(w, 4, 32)
-    assert s[0, 0] == 1.0 and q[0, 0, 0] == (7 + 8) | ((-7 + 8) << 4)
+    assert s[0, 0] == -0.875 and q[0, 0, 0] == (-8 + 8) | ((4 + 8) << 4)
 
 
 # ---------------------------------------------------------------------------------------------------
