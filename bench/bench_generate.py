@@ -317,6 +317,7 @@ def main() -> int:
                          "(-e cuda -p fp16), transformers in float16 on the GPU")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="decode rows: rounds of all engines, alternating order")
     ap.add_argument("--rag-k", type=int, default=5, help="sources per RAG answer (default 5)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
@@ -342,6 +343,7 @@ def main() -> int:
     if a.device == "cuda" and not a.threads:
         threads = [len(os.sched_getaffinity(0))]     # host threads do not matter much on the GPU
     repeats = 1 if a.quick else a.repeats
+    rounds = 1 if a.quick else a.rounds
     plan = []
     for t in threads:
         for p in precisions:
@@ -363,19 +365,16 @@ def main() -> int:
                 plan.append(("ppl-onnxruntime-genai", p, t_all, og_models[p]))
         if a.device == "cpu":
             plan.append(("ppl-transformers", "float32", t_all, "-"))
-    rows = []
-    for engine, p, t, model in plan:
+    def run_row(engine, p, t, model):
         env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours.get(p, ""),
-                   RAGCORE_BENCH_RAG_K=str(a.rag_k),
-                   RAGCORE_BENCH_DEVICE=a.device)
+                   RAGCORE_BENCH_RAG_K=str(a.rag_k), RAGCORE_BENCH_DEVICE=a.device)
         cmd = [sys.executable, __file__, "--worker", engine, str(t), model, "--new-tokens", str(a.new_tokens),
                "--repeats", str(repeats)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode != 0:
             print(f"{engine} {p} threads={t} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
-            continue
+            return None
         row = dict(json.loads(res.stdout.strip().splitlines()[-1]), engine=engine, precision=p, threads=t)
-        rows.append(row)
         if engine in PPL_ENGINES:
             print(f"{engine} {p:8s} perplexity {row['perplexity']:.3f} over {row['tokens']} tokens", flush=True)
         elif engine in RAG_ENGINES:
@@ -384,6 +383,28 @@ def main() -> int:
         else:
             print(f"{engine:18s} {p:8s} threads={t}  prefill {row['prefill_tok_s']:7.1f} tok/s  decode "
                   f"{row['decode_tok_s']:6.1f} tok/s  first token {row['first_token_s']:.3f} s", flush=True)
+        return row
+
+    # the decode rows run in rounds, the order reversed every other round, and each figure is the median
+    # over the rounds: this machine's speed drifts by several percent within minutes
+    decode = [x for x in plan if x[0] not in RAG_ENGINES + PPL_ENGINES]
+    per_round: dict = {}
+    for r in range(rounds):
+        for item in (decode if r % 2 == 0 else decode[::-1]):
+            row = run_row(*item)
+            if row is not None:
+                per_round.setdefault(item, []).append(row)
+    rows = []
+    for item in decode:
+        got = per_round.get(item)
+        if got:
+            med = {k: statistics.median(x[k] for x in got) for k in ("decode_tok_s", "prefill_tok_s", "first_token_s")}
+            rows.append(dict(got[0], **med, rounds=[{k: x[k] for k in med} for x in got]))
+    for item in plan:
+        if item[0] in RAG_ENGINES + PPL_ENGINES:
+            row = run_row(*item)
+            if row is not None:
+                rows.append(row)
     machine["loadavg_at_end"] = os.getloadavg()
     if a.device == "cuda":
         r = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
@@ -404,8 +425,8 @@ def main() -> int:
              f"{'/'.join(f'{x:.1f}' for x in m['loadavg_at_end'])}", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v), "",
              f"Settings: `python bench/bench_generate.py{''.join(' ' + x for x in sys.argv[1:])}`; greedy; chat prompt of "
-             f"~300 tokens; exactly {a.new_tokens} new tokens; median of {repeats} runs after a warm-up; one process per "
-             f"row; total run {time.perf_counter() - t_start:.0f} s." + (f" onnxruntime-genai: {og_skip}" if og_skip else ""),
+             f"~300 tokens; exactly {a.new_tokens} new tokens; median of {repeats} runs after a warm-up in one process, "
+             f"median over {rounds} such processes per row (rounds alternating the order of the rows); total run {time.perf_counter() - t_start:.0f} s." + (f" onnxruntime-genai: {og_skip}" if og_skip else ""),
              "", "| engine | precision | threads | prompt tokens | prefill tok/s | decode tok/s | decode ÷ onnxruntime-genai "
              f"| decode ÷ transformers {tf_prec} | first token s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     find = {(r["engine"], r["precision"], r["threads"]): r for r in rows}
