@@ -148,6 +148,7 @@ class Generator:
         self._pad = self._eos_list[0] if self._eos_list else 0
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}") for i in range(self._L) for kv in ("key", "value")]
         self._ort_device = "cuda" if device == "cuda" else "cpu"
+        self._pool: Dict[int, Any] = {}     # batch size -> (capacity, cache OrtValues) kept between calls
         self.last_timings: Dict[str, Any] = {}
         self.last_tokens: List[int] = []
 
@@ -432,46 +433,57 @@ class Generator:
         B = len(rows)
         lens = np.array([len(r) for r in rows], dtype=np.int64)
         S = int(lens.max())
-        shape = (B, self._kvh, capacity, self._hd)
-        binding = self._sess.io_binding()
-        keep = []      # the arrays behind the bound OrtValues stay alive as long as the binding
-        for past, present in self._cache_names:
-            if self._ort_device == "cpu":
-                buf = np.zeros(shape, dtype=self._kv_dtype)
-                keep.append(buf)
-                v = ort.OrtValue.ortvalue_from_numpy(buf)
-            else:
-                v = ort.OrtValue.ortvalue_from_shape_and_type(shape, self._kv_dtype, "cuda", 0)
-            binding.bind_ortvalue_input(past, v)
-            binding.bind_ortvalue_output(present, v)
-            keep.append(v)
-        logits = np.empty((B, self._vocab), dtype=np.float32)
-        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
-        ids = np.full((B, S), self._pad, dtype=np.int64)
-        for b, r in enumerate(rows):
-            ids[b, :len(r)] = r
-        binding.bind_cpu_input("input_ids", ids)
-        binding.bind_cpu_input("seqlens_k", (lens - 1).astype(np.int32))
-        binding.bind_cpu_input("total_sequence_length", np.array(S, dtype=np.int32))
-        binding.bind_cpu_input("last_index", np.arange(B, dtype=np.int64) * S + lens - 1)
-        self._sess.run_with_iobinding(binding)
-        # decode: inputs live in arrays bound once and updated in place
-        tok = np.zeros((B, 1), dtype=np.int64)
-        seqlens = (lens - 1).astype(np.int32)
-        total = np.zeros((), dtype=np.int32)
-        for name, arr in (("input_ids", tok), ("seqlens_k", seqlens), ("total_sequence_length", total),
-                          ("last_index", np.arange(B, dtype=np.int64))):
-            v = ort.OrtValue.ortvalue_from_numpy(arr)
-            keep.append((arr, v))
-            binding.bind_ortvalue_input(name, v)
-        while True:
-            nxt = yield logits
-            if int(seqlens.max()) + 2 > capacity:
-                raise RuntimeError(f"the KV cache of {capacity} positions is full")
-            tok[:, 0] = nxt
-            seqlens += 1
-            total[...] = int(seqlens.max()) + 1
+        # the caches: taken from the pool (a previous call's, when large enough; popped, so a concurrent
+        # call never shares them) or allocated, zeroed, rounded up to 256 positions. Positions past a
+        # row's length are never read, so a previous call's values there are harmless.
+        cache = self._pool.pop(B, None)
+        if cache is None or cache[0] < capacity:
+            cache = None
+            cap = min(self.max_context, -(-capacity // 256) * 256)
+            shape = (B, self._kvh, cap, self._hd)
+            values = []
+            for _ in self._cache_names:
+                if self._ort_device == "cpu":
+                    values.append(ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=self._kv_dtype)))
+                else:
+                    values.append(ort.OrtValue.ortvalue_from_shape_and_type(shape, self._kv_dtype, "cuda", 0))
+            cache = (cap, values)
+        capacity = cache[0]
+        try:
+            binding = self._sess.io_binding()
+            keep = [cache]      # what the bound OrtValues point to stays alive as long as the binding
+            for (past, present), v in zip(self._cache_names, cache[1]):
+                binding.bind_ortvalue_input(past, v)
+                binding.bind_ortvalue_output(present, v)
+            logits = np.empty((B, self._vocab), dtype=np.float32)
+            binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+            ids = np.full((B, S), self._pad, dtype=np.int64)
+            for b, r in enumerate(rows):
+                ids[b, :len(r)] = r
+            binding.bind_cpu_input("input_ids", ids)
+            binding.bind_cpu_input("seqlens_k", (lens - 1).astype(np.int32))
+            binding.bind_cpu_input("total_sequence_length", np.array(S, dtype=np.int32))
+            binding.bind_cpu_input("last_index", np.arange(B, dtype=np.int64) * S + lens - 1)
             self._sess.run_with_iobinding(binding)
+            # decode: inputs live in arrays bound once and updated in place
+            tok = np.zeros((B, 1), dtype=np.int64)
+            seqlens = (lens - 1).astype(np.int32)
+            total = np.zeros((), dtype=np.int32)
+            for name, arr in (("input_ids", tok), ("seqlens_k", seqlens), ("total_sequence_length", total),
+                              ("last_index", np.arange(B, dtype=np.int64))):
+                v = ort.OrtValue.ortvalue_from_numpy(arr)
+                keep.append((arr, v))
+                binding.bind_ortvalue_input(name, v)
+            while True:
+                nxt = yield logits
+                if int(seqlens.max()) + 2 > capacity:
+                    raise RuntimeError(f"the KV cache of {capacity} positions is full")
+                tok[:, 0] = nxt
+                seqlens += 1
+                total[...] = int(seqlens.max()) + 1
+                self._sess.run_with_iobinding(binding)
+        finally:
+            self._pool[B] = cache       # back to the pool for the next call
 
     @staticmethod
     def _pick(logits: np.ndarray, temperature: float, top_p: float, rng) -> int:

@@ -23,7 +23,7 @@ __all__ = ["export_generator", "default_source"]
 
 FORMAT = "ragcore-generator"
 FORMAT_VERSION = 2        # 2: the fused graph of ragcore.llm_graph (shared KV buffers); 1 (standard ops) is refused
-EXPORTER_VERSION = 3      # bump when the exported graph changes: new cache key (3: scales max|w|/-8)
+EXPORTER_VERSION = 4      # bump when the exported graph changes: new cache key (4: int4 scales max|w|/-8)
 OPSET = 17
 CONFIG = "ragcore_generator.json"
 MODEL_FILE = "model.onnx"

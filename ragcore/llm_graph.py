@@ -37,12 +37,13 @@ def quantize_blocks(w: np.ndarray, bits: int, block: int) -> Tuple[np.ndarray, n
 
     Returns (q, scales): q uint8 (N, blocks, block * bits // 8), values stored with the default zero
     point 2**(bits-1) (two 4-bit values per byte, the first in the low nibble); scales float32
-    (N, blocks), signed. The scale maps the block's value of largest magnitude to the most negative
-    level (-8 for 4 bits), so all 2**bits levels are used: a step of max|w|/8 instead of max|w|/7,
-    the rule of onnxruntime's own quantizer (SmolLM2-135M perplexity 27.5 instead of 30.3 with
-    max|w|/7; a per-block search of the scale minimising the squared weight error did worse, 38 vs 35 on
-    another text, since it clips the largest weights). Every value is reproduced to within half a step,
-    except one on the side opposite to the extreme beyond 7.5 steps (clipped to +7: within one step).
+    (N, blocks). 4 bits: the signed scale maps the block's value of largest magnitude to -8, so all 16
+    levels are used (a step of max|w|/8 instead of max|w|/7, the rule of onnxruntime's own quantizer:
+    SmolLM2-135M perplexity 27.5 instead of 30.3; a per-block search of the scale minimising the squared
+    weight error did worse, 38 vs 35 on another text, since it clips the largest weights). Every value is
+    reproduced to within half a step, except one on the side opposite to the extreme beyond 7.5 steps
+    (clipped to +7: within one step). 8 bits: levels -127..127, step max|w|/127 (with -128 in use,
+    onnxruntime's 8-bit CPU kernel gave SmolLM2 a garbled answer), always within half a step.
 
     Examples
     --------
@@ -60,8 +61,12 @@ def quantize_blocks(w: np.ndarray, bits: int, block: int) -> Tuple[np.ndarray, n
     wb[:, :K] = w
     wb = wb.reshape(N, nb, block)
     lo, hi, zp = -(1 << (bits - 1)), (1 << (bits - 1)) - 1, 1 << (bits - 1)
-    extreme = np.take_along_axis(wb, np.abs(wb).argmax(-1)[..., None], -1)[..., 0]     # signed
-    scale = np.where(extreme != 0, extreme / lo, 1.0).astype(np.float32)
+    if bits == 4:
+        extreme = np.take_along_axis(wb, np.abs(wb).argmax(-1)[..., None], -1)[..., 0]     # signed
+        scale = np.where(extreme != 0, extreme / lo, 1.0).astype(np.float32)
+    else:   # 8 bits: levels -127..127 (onnxruntime's 8-bit CPU kernel mis-signs -128 against some inputs)
+        absmax = np.abs(wb).max(-1)
+        scale = np.where(absmax > 0, absmax / hi, 1.0).astype(np.float32)
     q = (np.clip(np.rint(wb / scale[..., None]), lo, hi) + zp).astype(np.uint8)
     if bits == 4:
         q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)

@@ -313,6 +313,22 @@ def test_other_precisions(tmp_path, hf, gen, monkeypatch, precision):
 
 
 @needs_export
+def test_cache_pool_reuse(gen, exported):
+    """The caches of a call are reused by the next (no allocation, no page faults): a short prompt after a
+    long one gives what it gives on a fresh generator, and a call larger than the pool grows it."""
+    fresh = gm.Generator.load(exported, device="cpu", threads=2)
+    want = fresh.generate(PROMPTS[0], max_new_tokens=12)
+    gen.generate("word " * 400, max_new_tokens=4)
+    cap = gen._pool[1][0]
+    assert cap >= 404 and cap % 256 == 0
+    assert gen.generate(PROMPTS[0], max_new_tokens=12) == want
+    assert gen._pool[1][0] == cap                       # reused, not reallocated
+    gen.generate(PROMPTS[0], max_new_tokens=cap)        # needs more than the pool holds: a larger one
+    assert gen._pool[1][0] > cap
+    assert fresh.generate(PROMPTS[0], max_new_tokens=12) == want
+
+
+@needs_export
 def test_batch_equals_one_by_one(gen):
     """Prompts of different lengths (right-padded in one batch) give what each gives alone."""
     single = [gen.generate(p, max_new_tokens=16) for p in PROMPTS]
@@ -451,7 +467,7 @@ def test_cuda_cache_stays_on_device(exported_fp16):
     gpu = gm.Generator.load(exported_fp16, device="cuda")
     step = gpu._steps([[1, 2, 3]], 8)
     next(step)
-    frame = step.gi_frame.f_locals
-    kept = [v for v in frame["keep"] if hasattr(v, "device_name")]
-    assert kept and all(v.device_name().lower() == "cuda" for v in kept[:2 * gpu._L])
+    values = step.gi_frame.f_locals["cache"][1]
+    assert len(values) == 2 * gpu._L and all(v.device_name().lower() == "cuda" for v in values)
     step.close()
+    assert gpu._pool[1][1] is values         # kept for the next call

@@ -23,13 +23,15 @@ def test_round_trip_within_half_a_step(bits, K):
     assert np.all(err[inside] <= step[inside] / 2 + 1e-6)
     assert np.all(err <= step + 1e-6)
     assert np.all(back[3] == 0)
-    # the value of largest magnitude of each block sits exactly on the most negative level
+    # 4 bits: the value of largest magnitude of each block sits exactly on -8; 8 bits: on +-127
     wb = np.zeros((37, nb * 32), np.float32)
     wb[:, :K] = w
     wb = wb.reshape(37, nb, 32)
     amax = np.abs(wb).max(-1)
-    levels = 1 << (bits - 1)
+    levels = 8 if bits == 4 else 127
     np.testing.assert_allclose(np.abs(s)[amax > 0] * levels, amax[amax > 0], rtol=1e-6)
+    if bits == 8:
+        assert np.all(err <= step / 2 + 1e-6) and q.min() >= 1
     assert np.all(np.abs(back.reshape(37, -1)).max(-1) <= amax.max(-1) + 1e-6)
 
 

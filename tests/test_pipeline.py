@@ -563,6 +563,23 @@ def exported_generator():
     return None
 
 
+def test_answer_batch_one_by_one_without_generate_batch(bm25):
+    echo = Echo()
+    rag = RAG(bm25, echo, k=2, texts=DOCS)
+    qs = ["Why do cats purr?", "Which language is dynamic?"]
+    out = rag.answer_batch(qs)
+    assert [a.question for a in out] == qs and len(echo.prompts) == 2
+    single = [rag.answer(q) for q in qs]
+    assert [a.text for a in out] == [a.text for a in single]
+    assert [a.citations for a in out] == [a.citations for a in single] and out[0].citations == [1]
+    assert all(a.timings["batch"] == 2 for a in out)
+    for bad in ("one question", [], ["fine", "   "]):
+        with pytest.raises(ValueError):
+            rag.answer_batch(bad)
+    with pytest.raises(TypeError):
+        rag.answer_batch(["fine", 3])
+
+
 def test_rag_with_ragcore_generator():
     folder = exported_generator()
     if folder is None:
@@ -584,3 +601,12 @@ def test_rag_with_ragcore_generator():
     fitted = small.answer("Why do cats purr?")
     assert len(fitted.sources) < len(ans.sources) or fitted.sources[0].truncated
     assert gen.last_timings["prompt_tokens"] <= small.max_context_tokens - 8
+    # a batch gives each question what answer() gives it, with its own token counts
+    qs = ["Why do cats purr?", "Which language guarantees memory safety?", "What do dogs do at night?"]
+    single = [rag.answer(q) for q in qs]
+    batch = rag.answer_batch(qs)
+    assert [a.text for a in batch] == [a.text for a in single]
+    assert [[s.id for s in a.sources] for a in batch] == [[s.id for s in a.sources] for a in single]
+    for a, b in zip(batch, single):
+        assert a.timings["batch"] == 3 and a.timings["prompt_tokens"] == b.timings["prompt_tokens"]
+        assert a.timings["new_tokens"] == b.timings["new_tokens"]
