@@ -16,7 +16,7 @@ onnxruntime-genai builds its models from a Hugging Face folder: the GGUF is load
 saved once under the cache (``$RAGCORE_CACHE/bench``), then ``python -m onnxruntime_genai.models.builder``
 makes the fp32 and int4 CPU models there (it needs ``onnx_ir``).
 
-    python bench/bench_generate.py                    # all engines, 1 and all threads (~6 minutes)
+    python bench/bench_generate.py                    # all engines, 1 and all threads (~13 minutes)
     python bench/bench_generate.py --quick            # one repeat
     python bench/bench_generate.py --engines ragcore --precisions int4
     python bench/bench_generate.py --device cuda      # float16 on the GPU: needs onnxruntime-gpu (and, for
