@@ -199,6 +199,12 @@ class Generator:
         return (f"Generator({str(self.path)!r}, precision={self.config.get('precision')!r}, device={self.device!r}, "
                 f"max_context={self.max_context})")
 
+    def clear_cache(self) -> None:
+        """Free the KV buffers kept from earlier calls (reused by the next call when large enough; at
+        float32 they take 2 x layers x kv_heads x head_dim x 4 bytes per position, ~46 KB for SmolLM2-135M,
+        so ~380 MB for its full 8,192-token window)."""
+        self._pool.clear()
+
     @property
     def max_context(self) -> int:
         """The model's window in tokens (prompt + generated)."""

@@ -325,6 +325,8 @@ def test_cache_pool_reuse(gen, exported):
     assert gen._pool[1][0] == cap                       # reused, not reallocated
     gen.generate(PROMPTS[0], max_new_tokens=cap)        # needs more than the pool holds: a larger one
     assert gen._pool[1][0] > cap
+    gen.clear_cache()
+    assert gen._pool == {} and gen.generate(PROMPTS[0], max_new_tokens=12) == want
     assert fresh.generate(PROMPTS[0], max_new_tokens=12) == want
 
 
