@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["ragcore", "ragcore.analysis", "ragcore.dense", "ragcore.evaluation", "ragcore.hits", "ragcore.hybrid", "ragcore.generators", "ragcore.llm_graph", "ragcore.pipeline",
+MODULES = ["ragcore", "ragcore.analysis", "ragcore.dense", "ragcore.encoder", "ragcore.evaluation", "ragcore.hits", "ragcore.hybrid", "ragcore.generators", "ragcore.llm_graph", "ragcore.pipeline",
            "ragcore.sparse", "ragcore.storage"]
 
 

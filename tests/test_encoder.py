@@ -33,6 +33,7 @@ for _mod in ("onnxruntime", "tokenizers", "onnx"):
     _import_or_skip(_mod, f"the encoder needs {_mod}: pip install 'ragcore[dense]'", module_level=True)
 
 from ragcore import encoder as E  # noqa: E402
+from ragcore import encoder_export as EX  # noqa: E402
 from ragcore.encoder import Encoder, export_encoder  # noqa: E402
 
 HAVE_MODEL = importlib.util.find_spec(E.DEFAULT_PACKAGE) is not None
@@ -316,7 +317,7 @@ def test_default_load_uses_the_cache(minilm_cache, monkeypatch):
     assert path.parent == cache / "encoders" and path.name.startswith("all-MiniLM-L6-v2-")
     monkeypatch.setenv("RAGCORE_CACHE", str(cache))
     calls = []
-    monkeypatch.setattr(E, "read_safetensors", lambda *a: calls.append(a) or pytest.fail("re-exported"))
+    monkeypatch.setattr(EX, "read_safetensors", lambda *a: calls.append(a) or pytest.fail("re-exported"))
     enc = Encoder.load(threads=1)
     assert enc.path == path and calls == [] and enc.quantized   # None: int8, present in the default export
     assert not Encoder.load(quantized=False).quantized
@@ -465,7 +466,7 @@ def test_interrupted_export_leaves_nothing(tiny, tmp_path, monkeypatch, exc):
     def boom(*a, **k):
         raise exc("interrupted")
 
-    monkeypatch.setattr(E, "_calibrate", boom)          # int8 step: after model.onnx was written
+    monkeypatch.setattr(EX, "_calibrate", boom)          # int8 step: after model.onnx was written
     with pytest.raises(exc):
         export_encoder(src, tmp_path / "new")
     with pytest.raises(exc):
