@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._onnx import Graph
 from ._optional import dist_version as _version
 from ._optional import require
 from .storage import check_export_target, staged_export, write_export_config
@@ -193,25 +194,6 @@ GELU_MIN = -0.17          # min over x of x * Phi(x) is -0.16997: the FFN output
 STATIC_LAYERS = ("qkv", "attn_out", "ffn_in")
 
 
-class _Graph:
-    """Appends nodes and initialisers; every node has one output, named like the node."""
-
-    def __init__(self):
-        from onnx import numpy_helper
-        self.nodes, self.inits, self._np = [], [], numpy_helper
-
-    def const(self, name: str, arr) -> str:
-        arr = np.asarray(arr)
-        arr = arr.astype(np.float32) if arr.dtype == np.float64 else arr
-        self.inits.append(self._np.from_array(np.require(arr, requirements="C"), name))   # keeps 0-d arrays 0-d
-        return name
-
-    def node(self, op: str, inputs: Sequence[str], out: str, domain: Optional[str] = None, **attrs) -> str:
-        from onnx import helper
-        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, domain=domain, **attrs))
-        return out
-
-
 def _quantize_weight(wt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(in, out) float -> int8 values in [-WEIGHT_QMAX, WEIGHT_QMAX] and a float32 scale per column."""
     ws = (np.maximum(np.abs(wt).max(axis=0), 1e-12) / WEIGHT_QMAX).astype(np.float32)
@@ -245,7 +227,7 @@ def _build_graph(w: Dict[str, np.ndarray], cfg: Dict[str, Any], pooling: str, ma
     H, nh = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     dh, eps = H // nh, float(cfg.get("layer_norm_eps", 1e-12))
     int8 = act_absmax is not None
-    g = _Graph()
+    g = Graph()
     const, node = g.const, g.node
     tapped: Dict[str, str] = {}
     ms = "com.microsoft"

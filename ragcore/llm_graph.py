@@ -25,9 +25,11 @@ Only numpy and onnx are used here: the weights come in as numpy arrays named as 
 from __future__ import annotations
 
 import math
-from typing import List, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
+
+from ._onnx import Graph
 
 MS = "com.microsoft"
 
@@ -81,27 +83,11 @@ def dequantize_blocks(q: np.ndarray, scale: np.ndarray, bits: int, K: int) -> np
     return w.reshape(q.shape[0], -1)[:, :K]
 
 
-class _Builder:
-    def __init__(self, dtype: str):
-        from onnx import helper, numpy_helper, TensorProto
-        self.h, self.nh = helper, numpy_helper
-        self.np_dtype = np.float16 if dtype == "float16" else np.float32
-        self.elem = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
-        self.nodes: list = []
-        self.inits: list = []
-        self._n = 0
-
-    def init(self, name: str, arr: np.ndarray) -> str:
-        self.inits.append(self.nh.from_array(np.ascontiguousarray(arr), name))
-        return name
-
-    def node(self, op: str, inputs: List[str], n_out: int = 1, name: Optional[str] = None, domain: str = "",
-             outputs: Optional[List[str]] = None, **attrs) -> List[str]:
-        self._n += 1
-        name = name or f"{op}_{self._n}"
-        outs = outputs or [f"{name}/out{j}" for j in range(n_out)]
-        self.nodes.append(self.h.make_node(op, inputs, outs, name=name, domain=domain or None, **attrs))
-        return outs
+def _skip_norm(b: Graph, residual: str, x: str, weight: str, name: str, eps: float) -> Tuple[str, str]:
+    """RMSNorm of ``residual + x`` (onnxruntime's SkipSimplifiedLayerNormalization): (normed, residual + x)."""
+    out = b.node_outputs("SkipSimplifiedLayerNormalization", [residual, x, weight], [name, "", "", name + "/sum"],
+                         name, domain=MS, epsilon=eps)
+    return out[0], out[3]
 
 
 def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_heads: int, num_kv_heads: int,
@@ -116,8 +102,9 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     """
     from onnx import helper, TensorProto
 
-    b = _Builder("float16" if precision == "float16" else "float32")
-    ft = b.np_dtype
+    b = Graph()
+    ft = np.float16 if precision == "float16" else np.float32
+    elem = TensorProto.FLOAT16 if precision == "float16" else TensorProto.FLOAT
     bits = {"int8": 8, "int4": 4}.get(precision)
     H = weights["model.embed_tokens.weight"].shape[1]
     V = weights["model.embed_tokens.weight"].shape[0]
@@ -128,13 +115,13 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     def linear_w(x: str, w: np.ndarray, out_name: str, bias: Optional[np.ndarray] = None) -> str:
         N, K = w.shape
         if bits is None:
-            y = b.node("MatMul", [x, b.init(out_name + ".weight", w.T.astype(ft))], name=out_name)[0]
+            y = b.node("MatMul", [x, b.const(out_name + ".weight", w.T.astype(ft))], out_name)
         else:
             q, s = quantize_blocks(w, bits, block)
-            y = b.node("MatMulNBits", [x, b.init(out_name + ".qweight", q), b.init(out_name + ".scales", s.reshape(-1))],
-                       name=out_name, domain=MS, K=K, N=N, bits=bits, block_size=block, accuracy_level=4)[0]
+            y = b.node("MatMulNBits", [x, b.const(out_name + ".qweight", q), b.const(out_name + ".scales", s.reshape(-1))],
+                       out_name, domain=MS, K=K, N=N, bits=bits, block_size=block, accuracy_level=4)
         if bias is not None:
-            y = b.node("Add", [y, b.init(out_name + ".bias", bias.astype(ft))], name=out_name + "/bias")[0]
+            y = b.node("Add", [y, b.const(out_name + ".bias", bias.astype(ft))], out_name + "/bias")
         return y
 
     # embeddings (and the head, tied or not)
@@ -144,72 +131,69 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
         # one quantized tensor (V, nb, block*bits/8) for both uses (GatherBlockQuantized cannot cut off the
         # padding of a last partial block, hence H % block == 0; otherwise the embedding stays float)
         q, s = quantize_blocks(emb, bits, block)
-        qn = b.init("embed.qweight", q)
-        sn = b.init("embed.scales", s.reshape(-1))
-        flat = b.node("Reshape", [qn, b.init("embed.qshape", np.array([V, q.shape[1] * q.shape[2]], np.int64))],
-                      name="embed/reshape")[0]
-        sn2 = b.node("Reshape", [sn, b.init("embed.sshape", np.array([V, q.shape[1]], np.int64))], name="embed/sreshape")[0]
-        x = b.node("GatherBlockQuantized", [flat, "input_ids", sn2], name="embed", domain=MS, bits=bits, block_size=block,
-                   gather_axis=0, quantize_axis=1)[0]
-        head_node = ("shared", qn, sn, q)
+        qn = b.const("embed.qweight", q)
+        sn = b.const("embed.scales", s.reshape(-1))
+        flat = b.node("Reshape", [qn, b.const("embed.qshape", np.array([V, q.shape[1] * q.shape[2]], np.int64))],
+                      "embed/reshape")
+        sn2 = b.node("Reshape", [sn, b.const("embed.sshape", np.array([V, q.shape[1]], np.int64))], "embed/sreshape")
+        x = b.node("GatherBlockQuantized", [flat, "input_ids", sn2], "embed", domain=MS, bits=bits, block_size=block,
+                   gather_axis=0, quantize_axis=1)
+        shared_head = (qn, sn)
     else:
-        x = b.node("Gather", [b.init("embed.weight", emb.astype(ft)), "input_ids"], name="embed")[0]
-        head_node = None
+        x = b.node("Gather", [b.const("embed.weight", emb.astype(ft)), "input_ids"], "embed")
+        shared_head = None
 
     cos_sin = np.arange(max_positions, dtype=np.float64)[:, None] * inv_freq.astype(np.float64)[None, :]
-    cos = b.init("cos_cache", (np.cos(cos_sin) * rope_scale).astype(ft))
-    sin = b.init("sin_cache", (np.sin(cos_sin) * rope_scale).astype(ft))
+    cos = b.const("cos_cache", (np.cos(cos_sin) * rope_scale).astype(ft))
+    sin = b.const("sin_cache", (np.sin(cos_sin) * rope_scale).astype(ft))
 
     residual, pending = x, None
     for i in range(num_layers):
         p = f"model.layers.{i}."
-        w_in = b.init(f"layers.{i}.input_norm", np.asarray(weights[p + "input_layernorm.weight"]).astype(ft))
+        w_in = b.const(f"layers.{i}.input_norm", np.asarray(weights[p + "input_layernorm.weight"]).astype(ft))
         if pending is None:
-            h = b.node("SimplifiedLayerNormalization", [residual, w_in], name=f"layers.{i}/input_norm",
-                       axis=-1, epsilon=rms_eps, stash_type=1)[0]
+            h = b.node("SimplifiedLayerNormalization", [residual, w_in], f"layers.{i}/input_norm",
+                       axis=-1, epsilon=rms_eps, stash_type=1)
         else:
-            h, _, _, residual = b.node("SkipSimplifiedLayerNormalization", [residual, pending, w_in], n_out=4,
-                                       name=f"layers.{i}/input_norm", domain=MS, epsilon=rms_eps)
+            h, residual = _skip_norm(b, residual, pending, w_in, f"layers.{i}/input_norm", rms_eps)
         a = p + "self_attn."
         wqkv = np.concatenate([np.asarray(weights[a + f"{n}_proj.weight"], np.float32) for n in "qkv"], 0)
         bias = None
         if a + "q_proj.bias" in weights:
             bias = np.concatenate([np.asarray(weights[a + f"{n}_proj.bias"], np.float32) for n in "qkv"], 0)
         qkv = linear_w(h, wqkv, f"layers.{i}/qkv", bias)
-        attn = b.node("GroupQueryAttention",
-                      [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", "seqlens_k",
-                       "total_sequence_length", cos, sin],
-                      name=f"layers.{i}/attn", domain=MS, num_heads=num_heads, kv_num_heads=num_kv_heads,
-                      scale=1.0 / math.sqrt(head_dim), do_rotary=1, rotary_interleaved=0,
-                      outputs=[f"layers.{i}/attn/out", f"present.{i}.key", f"present.{i}.value"])[0]
+        attn = b.node_outputs("GroupQueryAttention",
+                              [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", "seqlens_k",
+                               "total_sequence_length", cos, sin],
+                              [f"layers.{i}/attn", f"present.{i}.key", f"present.{i}.value"], f"layers.{i}/attn",
+                              domain=MS, num_heads=num_heads, kv_num_heads=num_kv_heads,
+                              scale=1.0 / math.sqrt(head_dim), do_rotary=1, rotary_interleaved=0)[0]
         o = linear(attn, a + "o_proj.weight", f"layers.{i}/o_proj")
-        w_post = b.init(f"layers.{i}.post_norm", np.asarray(weights[p + "post_attention_layernorm.weight"]).astype(ft))
-        h, _, _, residual = b.node("SkipSimplifiedLayerNormalization", [residual, o, w_post], n_out=4,
-                                   name=f"layers.{i}/post_norm", domain=MS, epsilon=rms_eps)
+        w_post = b.const(f"layers.{i}.post_norm", np.asarray(weights[p + "post_attention_layernorm.weight"]).astype(ft))
+        h, residual = _skip_norm(b, residual, o, w_post, f"layers.{i}/post_norm", rms_eps)
         m = p + "mlp."
         g = linear(h, m + "gate_proj.weight", f"layers.{i}/gate")
         u = linear(h, m + "up_proj.weight", f"layers.{i}/up")
-        sg = b.node("Sigmoid", [g], name=f"layers.{i}/silu/sigmoid")[0]
-        act = b.node("Mul", [g, sg], name=f"layers.{i}/silu")[0]
-        gu = b.node("Mul", [act, u], name=f"layers.{i}/gate_up")[0]
+        sg = b.node("Sigmoid", [g], f"layers.{i}/silu/sigmoid")
+        act = b.node("Mul", [g, sg], f"layers.{i}/silu")
+        gu = b.node("Mul", [act, u], f"layers.{i}/gate_up")
         pending = linear(gu, m + "down_proj.weight", f"layers.{i}/down")
-    w_final = b.init("final_norm", np.asarray(weights["model.norm.weight"]).astype(ft))
-    hfin = b.node("SkipSimplifiedLayerNormalization", [residual, pending, w_final], n_out=4, name="final_norm",
-                  domain=MS, epsilon=rms_eps)[0]
-    flat = b.node("Reshape", [hfin, b.init("flat_shape", np.array([-1, H], np.int64))], name="flatten")[0]
-    last = b.node("Gather", [flat, "last_index"], name="last", axis=0)[0]
-    if head_node is not None:
-        _, qn, sn, q = head_node
-        logits = b.node("MatMulNBits", [last, qn, sn], name="lm_head", domain=MS, K=H, N=V, bits=bits,
-                        block_size=block, accuracy_level=4)[0]
+    w_final = b.const("final_norm.weight", np.asarray(weights["model.norm.weight"]).astype(ft))
+    hfin, _ = _skip_norm(b, residual, pending, w_final, "final_norm", rms_eps)
+    flat = b.node("Reshape", [hfin, b.const("flat_shape", np.array([-1, H], np.int64))], "flatten")
+    last = b.node("Gather", [flat, "last_index"], "last", axis=0)
+    if shared_head is not None:
+        qn, sn = shared_head
+        logits = b.node("MatMulNBits", [last, qn, sn], "lm_head", domain=MS, K=H, N=V, bits=bits,
+                        block_size=block, accuracy_level=4)
     elif bits is None and tied:
-        wt = b.node("Transpose", ["embed.weight"], name="lm_head/transpose", perm=[1, 0])[0]
-        logits = b.node("MatMul", [last, wt], name="lm_head")[0]
+        wt = b.node("Transpose", ["embed.weight"], "lm_head/transpose", perm=[1, 0])
+        logits = b.node("MatMul", [last, wt], "lm_head")
     else:
         logits = linear_w(last, head, "lm_head")
     if precision == "float16":
-        logits = b.node("Cast", [logits], name="logits/cast", to=TensorProto.FLOAT)[0]
-    b.node("Identity", [logits], name="logits", outputs=["logits"])
+        logits = b.node("Cast", [logits], "logits/cast", to=TensorProto.FLOAT)
+    b.node("Identity", [logits], "logits")
 
     kv_shape = ["batch", num_kv_heads, "capacity", head_dim]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
@@ -219,8 +203,8 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", V])]
     for i in range(num_layers):
         for kv in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", b.elem, kv_shape))
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", b.elem, kv_shape))
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", elem, kv_shape))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", elem, kv_shape))
     graph = helper.make_graph(b.nodes, "ragcore_decoder", inputs, outputs, b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(MS, 1)],
                               producer_name="ragcore")
