@@ -230,6 +230,11 @@ def machine_info() -> dict:
                 mem = int(line.split()[1]) * 1024
     except OSError:
         pass
+    l3 = None
+    try:
+        l3 = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
+    except OSError:
+        pass
     versions = {"python": platform.python_version()}
     for dist in ("ragcore", "numpy", "scipy", "bm25s", "numba", "tantivy", "rank-bm25", "scikit-learn",
                  "PyStemmer", "pytrec-eval-terrier"):
@@ -239,6 +244,6 @@ def machine_info() -> dict:
             versions[dist] = None
     if versions["ragcore"] is None:
         versions["ragcore"] = "in-tree (not installed)"
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu, "l3_cache": l3, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
             "loadavg_at_start": os.getloadavg(),
             "ram_gib": round(mem / 2**30, 1), "platform": platform.platform(), "versions": versions}

@@ -1,5 +1,5 @@
 """DenseIndex on the CPU against numpy brute force: every dtype, both kernel paths (scan / blocked),
-both instruction sets (AVX2 / scalar), odd sizes for the SIMD tails, threads, deletes, ids,
+every instruction set this CPU runs (AVX-512 / AVX2 / scalar), odd sizes for the SIMD tails, threads, deletes, ids,
 persistence, and bad input (clear error, index unchanged)."""
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import ragcore as rc
 from ragcore import _core
 
-ISAS = ["scalar"] + (["avx2"] if _core.dense_isa() == "avx2" else [])
+ISAS = _core.dense_isas()  # every kernel set this CPU runs (avx512, avx2, scalar)
 
 
 @pytest.fixture(params=ISAS)
@@ -58,7 +58,7 @@ def test_matches_numpy(isa, dtype, n, dim):
     rng = np.random.default_rng(n * 31 + dim)
     index = rc.DenseIndex(dim, dtype=dtype, device="cpu").add(unit(rng, n, dim))
     rows = stored(index)
-    for nq in (1, 3, 4, 9):  # 1, 3: scan path; 4, 9: blocked path (4-query tiles + a tail)
+    for nq in (1, 3, 4, 9, 13, 26):  # 1, 3: scan path; then blocked: partial tiles, whole ones + a tail
         q = unit(rng, nq, dim)
         for k in (1, 10, 100):
             check(index.search(q, k=k, threads=2), rows, q, k)

@@ -13,12 +13,14 @@
 //
 // Two paths: few queries (< kBlockedMinQueries) scan the rows once per query, scoring a small block
 // into L1 and selecting against the running threshold (rows split over threads); more queries go
-// through a blocked matrix-product kernel (4 queries x 3 rows register tiles) over L2-sized blocks of
-// rows, with selection per block, so the full score matrix never exists.
+// through a blocked matrix-product kernel (register tiles of 12 queries x 32 rows with AVX-512, 6 x 16
+// with AVX2) over L2-sized blocks of rows, with selection per block, so the full score matrix never
+// exists.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ragcore::dense {
 
@@ -50,9 +52,11 @@ void search_path(const Collection& c, const float* queries, int64_t nq, int k, i
 /// as the machine's streaming read bandwidth.
 uint64_t read_probe(const void* data, size_t bytes, int threads);
 
-/// The instruction set the kernels use: "avx2" or "scalar". set_isa("auto"|"avx2"|"scalar") overrides
-/// (raises value_error for an unknown name or an ISA this CPU lacks).
+/// The instruction set the kernels use: "avx512" (F/BW/VL/DQ + VNNI), "avx2" (+ FMA, F16C) or
+/// "scalar". isas() lists those this CPU runs, best first. set_isa("auto"|"avx512"|"avx2"|"scalar")
+/// overrides (raises value_error for an unknown name or an ISA this CPU lacks).
 std::string isa();
+std::vector<std::string> isas();
 void set_isa(const std::string& name);
 
 }  // namespace ragcore::dense
