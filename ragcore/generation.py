@@ -33,6 +33,9 @@ import numpy as np
 from .generator_export import (  # noqa: F401  (the folder format, and the export re-exported here)
     CONFIG, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PRECISIONS, RUNTIME_HINT, _is_generator_dir,
     _load_hf, _read_config, _require, default_source, export_generator)
+from ._decoding import RowDecoder, check_sampling
+from ._decoding import _first_stop, _stop_prefix_len  # noqa: F401  (tests)
+from ._decoding import check_sampling as _check_sampling  # noqa: F401  (tests)
 from ._optional import dist_version as _version  # noqa: F401  (used by bench/)
 
 __all__ = ["Generator", "export_generator"]
@@ -297,7 +300,7 @@ class Generator:
         A piece is held back while it ends in an incomplete UTF-8 sequence or could be the start of a
         stop string.
         """
-        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens, repetition_penalty)
+        stops = check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens, repetition_penalty)
         ids = self._prompt_ids(prompt_or_messages)
         return self._stream(ids, int(max_new_tokens), float(temperature), float(top_p), seed, stops, int(min_new_tokens),
                             float(repetition_penalty))
@@ -322,54 +325,14 @@ class Generator:
         """
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
             raise ValueError("prompts must be a non-empty list of prompts (str or chat messages)")
-        stops = _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens, repetition_penalty)
+        stops = check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens, repetition_penalty)
         rows = [self._prompt_ids(p) for p in prompts]
-        rng = np.random.default_rng(seed)
-        longest = max(len(r) for r in rows)
-        limits = [min(int(max_new_tokens), self.max_context - len(r)) for r in rows]
-        max_new = max(limits)
-        timings = {"prefill_s": 0.0, "decode_s": 0.0, "first_token_s": None, "batch": len(rows),
-                   "prompt_tokens": sum(len(r) for r in rows), "new_tokens": 0}
-        new: List[List[int]] = [[] for _ in rows]
-        texts = ["" for _ in rows]
-        self.last_timings, self.last_tokens = timings, new
-        if max_new == 0:
-            return texts
-        done = [lim == 0 for lim in limits]
-        t0 = time.perf_counter()
-        step = self._steps(rows, min(self.max_context, longest + max_new))
-        try:
-            logits = next(step)
-            timings["prefill_s"] = time.perf_counter() - t0
-            nxt = np.full(len(rows), self._pad, dtype=np.int64)
-            while True:
-                for b in range(len(rows)):
-                    if done[b]:
-                        continue
-                    self._adjust(logits[b], new[b], min_new_tokens, repetition_penalty)
-                    tok = self._pick(logits[b], temperature, top_p, rng)
-                    nxt[b] = tok
-                    if tok in self._eos:
-                        done[b] = True
-                        continue
-                    new[b].append(tok)
-                    texts[b] = self._tok.decode(new[b], skip_special_tokens=True)
-                    cut = _first_stop(texts[b], stops)
-                    if cut is not None:
-                        texts[b] = texts[b][:cut]
-                        done[b] = True
-                    elif len(new[b]) >= limits[b]:
-                        done[b] = True
-                if timings["first_token_s"] is None:
-                    timings["first_token_s"] = time.perf_counter() - t0
-                if all(done):
-                    break
-                logits = step.send(nxt)
-        finally:
-            step.close()
-            timings["new_tokens"] = sum(len(t) for t in new)
-            timings["decode_s"] = max(0.0, time.perf_counter() - t0 - timings["prefill_s"])
-        return texts
+        decoders = self._decoders(rows, int(max_new_tokens), float(temperature), float(top_p), seed, stops,
+                                  int(min_new_tokens), float(repetition_penalty))
+        self.last_tokens = [d.tokens for d in decoders]
+        for _ in self._run(rows, decoders, batch=True):
+            pass
+        return [d.text for d in decoders]
 
     def _adjust(self, logits: np.ndarray, new: List[int], min_new: int, penalty: float) -> None:
         """In place: rule out end of sequence before ``min_new`` tokens; penalise tokens already generated."""
@@ -381,50 +344,66 @@ class Generator:
             logits[seen] = np.where(x > 0, x / penalty, x * penalty)
 
     def _stream(self, ids, max_new, temperature, top_p, seed, stops, min_new=0, penalty=1.0) -> Iterator[str]:
+        (row,) = self._decoders([ids], max_new, temperature, top_p, seed, stops, min_new, penalty)
+        self.last_tokens = row.tokens
+        emitted = 0
+        for _ in self._run([ids], [row]):
+            ready = row.ready()
+            if ready > emitted:
+                yield row.text[emitted:ready]
+                emitted = ready
+        if len(row.text) > emitted:
+            yield row.text[emitted:]
+
+    def _decoders(self, rows, max_new, temperature, top_p, seed, stops, min_new, penalty) -> List[RowDecoder]:
+        """One :class:`RowDecoder` per prompt, sharing one random generator (drawn from in row order)."""
         rng = np.random.default_rng(seed)
-        n_prompt = len(ids)
-        max_new = min(max_new, self.max_context - n_prompt)
-        timings = {"prefill_s": 0.0, "decode_s": 0.0, "first_token_s": None, "prompt_tokens": n_prompt, "new_tokens": 0}
-        self.last_timings, self.last_tokens = timings, []
-        if max_new == 0:
+
+        def adjust(logits, new):
+            self._adjust(logits, new, min_new, penalty)
+
+        def pick(logits):
+            return self._pick(logits, temperature, top_p, rng)
+
+        return [RowDecoder(self._tok, self._eos, min(max_new, self.max_context - len(r)), stops, adjust, pick)
+                for r in rows]
+
+    def _run(self, rows: Sequence[Sequence[int]], decoders: Sequence[RowDecoder], batch: bool = False) -> Iterator[None]:
+        """Generate for all rows in one batch: prefill, then one decode step for all rows per token until
+        every row is done. Yields after each step (the decoders hold the tokens and text); the time the
+        caller spends between steps is not counted as decode time. Sets ``last_timings``."""
+        timings = {"prefill_s": 0.0, "decode_s": 0.0, "first_token_s": None, "prompt_tokens": sum(len(r) for r in rows),
+                   "new_tokens": 0}
+        if batch:
+            timings["batch"] = len(rows)
+        self.last_timings = timings
+        if all(d.done for d in decoders):
             return
-        new: List[int] = []
-        self.last_tokens = new
-        emitted, text, cut, consumer = 0, "", None, 0.0
+        longest = max(len(r) for r in rows)
+        max_new = max(d.limit for d in decoders)
+        consumer = 0.0
         t0 = time.perf_counter()
-        step = self._steps([ids], n_prompt + max_new)
+        step = self._steps(rows, min(self.max_context, longest + max_new))
         try:
-            logits = next(step)[0]
+            logits = next(step)
             timings["prefill_s"] = time.perf_counter() - t0
+            nxt = np.full(len(rows), self._pad, dtype=np.int64)
             while True:
-                self._adjust(logits, new, min_new, penalty)
-                tok = self._pick(logits, temperature, top_p, rng)
+                for b, d in enumerate(decoders):
+                    if not d.done:
+                        nxt[b] = d.step(logits[b])
                 if timings["first_token_s"] is None:
                     timings["first_token_s"] = time.perf_counter() - t0
-                if tok in self._eos:
+                timings["new_tokens"] = sum(len(d.tokens) for d in decoders)
+                t_y = time.perf_counter()
+                yield
+                consumer += time.perf_counter() - t_y
+                if all(d.done for d in decoders):
                     break
-                new.append(tok)
-                timings["new_tokens"] = len(new)
-                text = self._tok.decode(new, skip_special_tokens=True)
-                cut = _first_stop(text, stops)
-                if cut is not None:
-                    break
-                ready = len(text.rstrip("\ufffd"))     # an incomplete multi-byte character: wait for the rest
-                ready = min(ready, len(text) - _stop_prefix_len(text, stops))
-                if ready > emitted:
-                    t_y = time.perf_counter()
-                    yield text[emitted:ready]
-                    consumer += time.perf_counter() - t_y   # the caller's time is not decode time
-                    emitted = ready
-                if len(new) >= max_new:
-                    break
-                logits = step.send(tok)[0]
+                logits = step.send(nxt)
         finally:
             step.close()
             timings["decode_s"] = max(0.0, time.perf_counter() - t0 - timings["prefill_s"] - consumer)
-        end = len(text) if cut is None else cut
-        if end > emitted:
-            yield text[emitted:end]
 
     def _steps(self, rows: Sequence[Sequence[int]], capacity: int):
         """A coroutine over a batch: yields the logits (batch, vocab) of each row's last prompt token, then,
@@ -507,36 +486,3 @@ class Generator:
             q[keep] = p[keep]
             p = q / q.sum()
         return int(rng.choice(p.shape[0], p=p))
-
-
-def _check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens=0, repetition_penalty=1.0) -> List[str]:
-    """Validate the sampling arguments; returns the stop strings as a list."""
-    for name, v in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
-    if not (temperature >= 0):
-        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-    if not (0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    if not (repetition_penalty > 0) or repetition_penalty == float("inf"):
-        raise ValueError(f"repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if any(not isinstance(s, str) or not s for s in stops):
-        raise ValueError(f"stop must be a non-empty str or a list of them, got {stop!r}")
-    return stops
-
-
-def _first_stop(text: str, stops: Sequence[str]) -> Optional[int]:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else None
-
-
-def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best

@@ -1,0 +1,195 @@
+"""Per-row decoding rules shared by ``Generator.stream`` and ``Generator.generate_batch``: the next token
+from a row's logits, end of sequence, stop strings, the token limit, and incremental detokenisation.
+
+Detokenisation is incremental (the scheme of vLLM's ``detokenize_incrementally``): each step decodes only
+the few tokens since the last complete piece together with a short window before them, instead of all the
+tokens generated so far, so a step costs the same at token 10 and token 4,000. Decoding the window with
+its left context keeps tokenizers whose decoders depend on the position (SentencePiece's leading space)
+exact, and a piece ending in an incomplete UTF-8 sequence (U+FFFD) waits for the next token. The text
+built this way equals ``tokenizer.decode(tokens, skip_special_tokens=True)`` (tested with random token
+sequences on byte-level BPE as in GPT-2, Llama 3, Qwen and SmolLM2, on SentencePiece's Metaspace, and on
+Llama 2-style byte fallback). One exception, by design: byte fallback's decoder turns *every* byte token of
+a run that is not valid UTF-8 into U+FFFD, the characters completed earlier in the run included (e.g.
+``é`` followed by a truncated emoji decodes as four U+FFFD); the pieces keep such a character, which was
+already shown, and end with the pending bytes decoded alone (one U+FFFD per invalid byte).
+
+Stop strings are searched only where a new occurrence can be: in the new piece and the ``len(stop) - 1``
+characters before it.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["IncrementalDetokenizer", "RowDecoder"]
+
+
+class IncrementalDetokenizer:
+    """Token ids in, text out, piece by piece.
+
+    ``add(token)`` returns the text that token completes ("" while a multi-byte character or a
+    position-dependent piece is pending); ``flush()`` returns what is still pending at the end. The
+    pieces concatenate to ``tokenizer.decode(tokens, skip_special_tokens=True)``.
+
+    Examples
+    --------
+    >>> class Bytes:                     # a stand-in tokenizer: one token per UTF-8 byte
+    ...     def decode(self, ids, skip_special_tokens=True):
+    ...         return bytes(ids).decode("utf-8", "replace")
+    >>> d = IncrementalDetokenizer(Bytes())
+    >>> [d.add(b) for b in "é!".encode()] + [d.flush()]
+    ['', 'é', '!', '']
+    """
+
+    __slots__ = ("_tok", "tokens", "_prefix", "_read", "partial")
+
+    def __init__(self, tokenizer) -> None:
+        self._tok = tokenizer
+        self.tokens: List[int] = []
+        self._prefix = 0    # start of the window decoded as left context
+        self._read = 0      # tokens before this one have been returned as text
+        #: the complete characters of the pending tokens, when ``add`` returned "" (else "")
+        self.partial = ""
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=True)
+
+    def add(self, token: int) -> str:
+        self.tokens.append(int(token))
+        done = self._decode(self.tokens[self._prefix:self._read])
+        text = self._decode(self.tokens[self._prefix:])
+        if len(text) > len(done) and not text.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.tokens)
+            self.partial = ""
+            return text[len(done):]
+        self.partial = text[len(done):].rstrip("\ufffd") if text.startswith(done) else ""
+        return ""
+
+    def flush(self) -> str:
+        """The text of the tokens still pending (an incomplete character decodes as U+FFFD, as in a
+        full decode)."""
+        if self._read == len(self.tokens):
+            return ""
+        done = self._decode(self.tokens[self._prefix:self._read])
+        text = self._decode(self.tokens[self._prefix:])
+        if not text.startswith(done):   # byte fallback's invalid run: decode the pending tokens alone
+            text, done = self._decode(self.tokens[self._read:]), ""
+        self._prefix = self._read = len(self.tokens)
+        self.partial = ""
+        return text[len(done):]
+
+
+class RowDecoder:
+    """One row of a generation: picks its next tokens and keeps its text.
+
+    Parameters
+    ----------
+    tokenizer
+        Anything with ``decode(ids, skip_special_tokens=True)``.
+    eos : set of int
+        End-of-sequence token ids: picking one ends the row (it is not part of ``tokens``).
+    limit : int
+        At most this many new tokens.
+    stops : list of str
+        The text ends before the first occurrence of any of these (the row ends there).
+    adjust : callable(logits, tokens) -> None
+        Modifies the logits in place before the pick (minimum length, repetition penalty).
+    pick : callable(logits) -> int
+        Chooses the token (greedy or sampled).
+    """
+
+    __slots__ = ("_detok", "_eos", "limit", "_stops", "_longest_stop", "_adjust", "_pick", "text", "done")
+
+    def __init__(self, tokenizer, eos, limit: int, stops: Sequence[str],
+                 adjust: Callable[[np.ndarray, List[int]], None], pick: Callable[[np.ndarray], int]) -> None:
+        self._detok = IncrementalDetokenizer(tokenizer)
+        self._eos = eos
+        self.limit = int(limit)
+        self._stops = list(stops)
+        self._longest_stop = max((len(s) for s in self._stops), default=0)
+        self._adjust, self._pick = adjust, pick
+        self.text = ""
+        self.done = self.limit <= 0
+
+    @property
+    def tokens(self) -> List[int]:
+        """The tokens generated so far (end of sequence excluded)."""
+        return self._detok.tokens
+
+    def step(self, logits: np.ndarray) -> int:
+        """Pick the next token from this row's logits (adjusted in place), append it and its text;
+        returns the token to feed back. Sets ``done`` at end of sequence, a stop string or the limit."""
+        self._adjust(logits, self._detok.tokens)
+        tok = self._pick(logits)
+        if tok in self._eos:
+            self._finish()
+            return tok
+        piece = self._detok.add(tok)
+        if piece and self._append(piece):
+            return tok
+        if not piece and self._detok.partial and self._stops:
+            # a stop string may already be complete before a pending multi-byte character
+            cut = _first_stop(self.text + self._detok.partial, self._stops, max(0, len(self.text) - self._longest_stop + 1))
+            if cut is not None:
+                self.text = (self.text + self._detok.partial)[:cut]
+                self.done = True
+                return tok
+        if len(self._detok.tokens) >= self.limit:
+            self._finish()
+        return tok
+
+    def ready(self) -> int:
+        """Length of the text that is final: all of it once done, else all but a tail that could be the
+        start of a stop string."""
+        return len(self.text) if self.done else len(self.text) - _stop_prefix_len(self.text, self._stops)
+
+    def _append(self, piece: str) -> bool:
+        """Add text; True when a stop string appeared (the text is cut before it and the row is done)."""
+        start = max(0, len(self.text) - self._longest_stop + 1)
+        self.text += piece
+        cut = _first_stop(self.text, self._stops, start)
+        if cut is not None:
+            self.text = self.text[:cut]
+            self.done = True
+            return True
+        return False
+
+    def _finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self._append(self._detok.flush())
+
+
+def check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens=0, repetition_penalty=1.0) -> List[str]:
+    """Validate the sampling arguments; returns the stop strings as a list."""
+    for name, v in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    if not (temperature >= 0):
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not (repetition_penalty > 0) or repetition_penalty == float("inf"):
+        raise ValueError(f"repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise ValueError(f"stop must be a non-empty str or a list of them, got {stop!r}")
+    return stops
+
+
+def _first_stop(text: str, stops: Sequence[str], start: int = 0) -> Optional[int]:
+    """Position of the first occurrence of a stop string that begins at ``start`` or later."""
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
