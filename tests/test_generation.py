@@ -297,7 +297,7 @@ def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
 @needs_export
 @pytest.mark.parametrize("precision", ["int4", "int8", "float16"])
 def test_other_precisions(tmp_path, hf, gen, monkeypatch, precision):
-    """int8/int4 weights and float16 all run on the CPU; their greedy answers start as float32's."""
+    """int8/int4 weights and float16 all run on the CPU; their logits are close to float32's."""
     monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
     out = gm.export_generator(None, tmp_path / precision, precision=precision)
     cfg = json.loads((out / "ragcore_generator.json").read_text())
@@ -305,11 +305,49 @@ def test_other_precisions(tmp_path, hf, gen, monkeypatch, precision):
     ratio = {"int4": 0.2, "int8": 0.32, "float16": 0.52}[precision]
     assert (out / "model.onnx").stat().st_size < ratio * (gen.path / "model.onnx").stat().st_size
     g = gm.Generator.load(out, device="cpu", threads=2)
-    q = PROMPTS[0]
-    text = g.generate(q, max_new_tokens=12)
-    assert "Paris" in text
-    ref = gen.generate(q, max_new_tokens=12)
-    assert g.last_tokens[:4] == gen.last_tokens[:4], (text, ref)
+    # the next-token distribution after a chat prompt against float32's: KL divergence (measured: int4
+    # 1.07 nats, int8 0.010, float16 2e-5), and float32's choice among the top 3. Not the greedy text:
+    # float32's top two logits there are 0.09 apart, which int8 activations (~0.5% off per product)
+    # swapped on an AVX-512 VNNI CPU ("L'Étoile..." instead of "The capital of France is Paris").
+    ids = gen._prompt_ids(PROMPTS[0])
+    want, got = _log_softmax(_next_logits(gen, ids)), _log_softmax(_next_logits(g, ids))
+    kl = float((np.exp(want) * (want - got)).sum())
+    assert kl < {"int4": 2.0, "int8": 0.05, "float16": 1e-3}[precision], kl
+    assert int(np.argmax(want)) in np.argsort(-got)[:3]
+    # float32's greedy answer ("The capital of France is Paris.", 7 tokens), forced through the other
+    # model: at most positions it picks the same token (measured: int4 6/7, int8 6/7, float16 7/7)
+    ref = gen.generate(PROMPTS[0], max_new_tokens=12)
+    forced = list(gen.last_tokens)
+    assert "Paris" in ref
+    agree = _forced_agreement(g, ids, forced)
+    assert agree >= {"int4": 0.5, "int8": 0.75, "float16": 0.9}[precision], agree
+
+
+def _next_logits(g, ids):
+    step = g._steps([ids], len(ids) + 1)
+    try:
+        return next(step)[0].copy()
+    finally:
+        step.close()
+
+
+def _forced_agreement(g, ids, forced):
+    """Fraction of the forced tokens that are the model's own greedy choice at their position."""
+    step = g._steps([ids], len(ids) + len(forced) + 1)
+    hits = 0
+    try:
+        logits = next(step)
+        for tok in forced:
+            hits += int(np.argmax(logits[0])) == tok
+            logits = step.send(np.array([tok]))
+    finally:
+        step.close()
+    return hits / len(forced)
+
+
+def _log_softmax(z):
+    z = z.astype(np.float64) - z.max()
+    return z - np.log(np.exp(z).sum())
 
 
 @needs_export
