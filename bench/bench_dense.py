@@ -306,12 +306,19 @@ def real_embeddings(args):
     return out
 
 
+def dense_isa() -> str:
+    from ragcore import _core
+
+    return _core.dense_isa()
+
+
 def write_report(res, out_dir: Path, stem: str):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(res, indent=1))
     m = res["machine"]
     lines = ["# Dense top-k search: ragcore vs faiss-cpu vs numpy\n",
-             f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['ram_gib']} GiB; load average at start "
+             f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['ram_gib']} GiB, L3 {m.get('l3_cache') or '?'}; "
+             f"ragcore's kernels: {res.get('ragcore_isa', '?')}; load average at start "
              f"{', '.join(f'{v:.2f}' for v in m['loadavg_at_start'])}. Command: `{res['command']}`. "
              f"Total {res['seconds']:.0f} s.\n",
              "Machine references measured in this run: streaming read "
@@ -364,6 +371,8 @@ def main():
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-quality", action="store_true", help="skip the real-embedding recall / nDCG part")
+    ap.add_argument("--gpu-only", action="store_true",
+                    help="only the GPU rows (on a lent GPU machine: tools/device_check.sh); implies --no-quality")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--stem", default="dense")
     args = ap.parse_args()
@@ -372,18 +381,22 @@ def main():
     all_threads = len(os.sched_getaffinity(0))
     t_start = time.perf_counter()
     res = {"machine": machine_info(), "command": "python bench/bench_dense.py " + " ".join(sys.argv[1:]),
-           "read_gbps": {}, "sgemm_gflops": {}, "rows": []}
-    for t in sorted({1, all_threads}):
+           "read_gbps": {}, "sgemm_gflops": {}, "rows": [], "ragcore_isa": dense_isa()}
+    if args.gpu_only:
+        args.no_quality = True
+    for t in sorted({1, all_threads}) if not args.gpu_only else ():
         res["read_gbps"][str(t)] = read_bandwidth(t)
         res["sgemm_gflops"][str(t)] = sgemm_peak(t)
     print("read GB/s", res["read_gbps"], "sgemm GFLOP/s", res["sgemm_gflops"], flush=True)
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in [int(s) for s in args.sizes.split(",")] if not args.gpu_only else ():
         run_size(n, args, all_threads, res["rows"])
     res["gpu"] = {}
     for n in [int(s) for s in args.sizes.split(",")]:
         ref = run_gpu(n, args, res["rows"])
         if ref is not None:
             res["gpu"] = ref
+    if args.gpu_only and not res["rows"]:
+        sys.exit("--gpu-only: no GPU rows (ragcore.cuda_available() is False: no GPU, or ragcore built without nvcc)")
     res["real_embeddings"] = real_embeddings(args) if not args.no_quality else {"skipped": "--no-quality"}
     res["seconds"] = time.perf_counter() - t_start
     write_report(res, Path(args.out), args.stem + ("-quick" if args.quick else ""))
