@@ -1,9 +1,12 @@
 """Dense retrieval: exact top-k by cosine or inner product over stored vectors, on the CPU or a GPU.
 
-The CPU kernels are ragcore's own (C++, AVX2/FMA/F16C chosen at run time, scalar elsewhere): one
-query at a time is a single pass over the rows that scores and selects without writing the scores
-out (rows split over threads); batches go through a blocked matrix-product kernel with selection per
-block. The CUDA kernels (``device="cuda"``) keep the collection on the GPU.
+The CPU kernels are ragcore's own (C++; AMX, AVX-512, AVX2/FMA/F16C chosen at run time, scalar
+elsewhere; ``ragcore._core.dense_isa()`` tells which): one query at a time is a single pass over the
+rows that scores and selects without writing the scores out (rows split over threads); batches go
+through a blocked matrix-product kernel with selection per block. With AMX (Intel Sapphire Rapids and
+later) the batch kernel multiplies bf16 tiles to select candidates under a proven error bound and
+re-scores those exactly, so results stay those of float32. The CUDA kernels (``device="cuda"``) keep the
+collection on the GPU.
 
 Storage types (``dtype``):
 

@@ -104,6 +104,33 @@ def test_int8_exact_wrt_stored_rows_on_clustered_data(isa):
         check(index.search(q[:nq], k=50), rows, q[:nq], 50)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_near_duplicates_are_ordered_exactly(isa, dtype, metric):
+    # rows 1e-4 apart: bf16 (the AMX path's candidate scores, 8 significant bits) and int8 estimates cannot
+    # order them; the exact re-scoring must. ip: norms from 0.01 to 100 (the bound scales with |x|).
+    rng = np.random.default_rng(11)
+    base = unit(rng, 8, 96)
+    x = np.repeat(base, 150, 0) + 1e-4 * rng.standard_normal((1200, 96)).astype(np.float32)
+    if metric == "ip":
+        x *= np.exp(rng.uniform(np.log(0.01), np.log(100), (1200, 1))).astype(np.float32)
+    index = rc.DenseIndex(96, metric=metric, dtype=dtype, device="cpu").add(x)
+    rows = stored(index)
+    q = np.repeat(base[:2], 20, 0) + 1e-3 * rng.standard_normal((40, 96)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    for nq in (1, 5, 40):       # scan path, then batches (one partial and two query groups)
+        for k in (1, 30):
+            check(index.search(q[:nq], k=k, threads=2), rows, q[:nq], k, atol=1e-5 * (100 if metric == "ip" else 1))
+
+
+def test_amx_isa_errors_and_listing():
+    isas = _core.dense_isas()
+    assert isas[-1] == "scalar" and len(set(isas)) == len(isas)
+    if "amx" not in isas:
+        with pytest.raises(ValueError, match="AMX"):
+            _core.dense_set_isa("amx")
+
+
 def test_cosine_normalises_and_ip_does_not():
     x = np.array([[3.0, 0.0], [1.0, 1.0]], np.float32)
     cos = rc.DenseIndex(2, device="cpu").add(x)

@@ -91,9 +91,9 @@ void bind_dense(py::module_& m) {
         return dense::read_probe(p, bytes, threads);
       },
       py::arg("array"), py::arg("threads") = 1, "XOR of the array's 8-byte words (a streaming-read probe).");
-  m.def("dense_isa", &dense::isa, "The instruction set of the dense kernels ('avx512', 'avx2' or 'scalar').");
+  m.def("dense_isa", &dense::isa, "The instruction set of the dense kernels ('amx', 'avx512', 'avx2' or 'scalar').");
   m.def("dense_isas", &dense::isas, "The instruction sets this CPU runs, best first.");
-  m.def("dense_set_isa", &dense::set_isa, py::arg("name"), "Force 'auto', 'avx512', 'avx2' or 'scalar' (tests).");
+  m.def("dense_set_isa", &dense::set_isa, py::arg("name"), "Force 'auto', 'amx', 'avx512', 'avx2' or 'scalar' (tests).");
 }
 
 }  // namespace ragcore_py

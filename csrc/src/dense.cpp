@@ -17,7 +17,12 @@
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define RAGCORE_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #define RAGCORE_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define RAGCORE_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #endif
@@ -55,7 +60,31 @@ struct Kernels {
   void (*i8_to_f32)(const int8_t* src, const float* aux, int64_t rows, int dim, float* dst);
   // positions p < n with s[p] >= thr, written to pos; returns their count
   int (*filter_ge)(const float* s, int n, float thr, int* pos);
+  // batches by AMX bf16 tiles with exact re-scoring (null without AMX); see search_blocked_amx
+  const struct AmxKernels* amx = nullptr;
 };
+
+// AMX (bf16 tile products): rows and queries converted to bf16 (dimensions padded to kAmxChunk), scores
+// of 32 queries x 32 rows per register-tile group, accumulated in float32 by the tile unit.
+constexpr int kAmxChunk = 32;       // dimensions per tile product (64 bytes of bf16)
+constexpr int kAmxGroupQ = 32;      // queries per tile group (two 16-row A tiles)
+struct AmxKernels {
+  void (*begin)();                  // configure this thread's tiles
+  void (*end)();                    // release them
+  // rows [0, nr) of X (float32, (nr, dim)) as bf16 panels of 16 rows in the tile unit's pair-interleaved
+  // layout: P[p][c][k2][j][t] = bf16(X[16 p + j][32 c + 2 k2 + t]), zero past nr and dim, for an even
+  // number of panels; norms[r] = |X[r]|_2 (zero past nr); scratch: dpad uint16
+  void (*pack)(const float* X, int64_t nr, int dim, int dpad, uint16_t* P, float* norms, uint16_t* scratch);
+  // m queries (float32, (m, dim)) as bf16 rows of dpad (zero past dim), m_pad rows (zero past m)
+  void (*queries)(const float* Q, int64_t m, int64_t m_pad, int dim, int dpad, uint16_t* out);
+  // out[i * ldo + 16 p + j] = bf16 query i . bf16 row j of panel p for i < 32, p < np (even)
+  void (*scores)(const uint16_t* Qb, int dpad, const uint16_t* P, int np, float* out, int64_t ldo);
+  // positions t < n with a[t] + amx_bound(norms[t], qs) >= thr, written to pos; their count
+  int (*filter)(const float* a, const float* norms, int n, float qs, float thr, int* pos);
+};
+
+/// The slack of a tile score of a row of norm |x| for a query whose qs = rel * |q| (search_blocked_amx).
+inline float amx_bound(float norm, float qs) { return qs * norm + 1e-30f; }
 
 // ----------------------------------- scalar ---------------------------------------------------
 inline float half_to_float(uint16_t h) {
@@ -484,12 +513,163 @@ const Kernels kAvx512 = {"avx512",        scores_f32_avx2,   scores_f16_avx512, 
                          pack_avx2,       kAvx512TileQ,      tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
                          filter_ge_avx2};
 
+// ----------------------------------- AMX ------------------------------------------------------
+// Sapphire Rapids and later: bf16 tile products, 32 queries x 32 rows x 32 dimensions per step (four
+// 16x16 float32 accumulator tiles, two query tiles, two row tiles). bf16 keeps 8 significant bits, so
+// these scores only select candidates; search_blocked_amx re-scores them exactly (see there).
+#define RAGCORE_AMX \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+RAGCORE_AMX void amx_begin() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  // GCC's _tile_loadconfig tells the compiler it reads only a pointer's worth of the 64 bytes, which
+  // lets it drop the stores above as dead: the barrier keeps them
+  __asm__ __volatile__("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+RAGCORE_AMX void amx_end() { _tile_release(); }
+
+// 16 floats -> 16 bf16 (round to nearest even)
+RAGCORE_AMX inline __m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
+
+RAGCORE_AMX void amx_queries(const float* Q, int64_t m, int64_t m_pad, int dim, int dpad, uint16_t* out) {
+  const int rem = dim % 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << rem) - 1u);
+  for (int64_t i = 0; i < m_pad; ++i) {
+    uint16_t* o = out + i * dpad;
+    std::memset(o, 0, static_cast<size_t>(dpad) * 2);
+    if (i >= m) continue;
+    const float* q = Q + i * dim;
+    int d = 0;
+    for (; d + 16 <= dim; d += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + d), to_bf16(_mm512_loadu_ps(q + d)));
+    if (rem) _mm256_mask_storeu_epi16(o + d, tail, to_bf16(_mm512_maskz_loadu_ps(tail, q + d)));
+  }
+}
+
+RAGCORE_AMX void amx_pack(const float* X, int64_t nr, int dim, int dpad, uint16_t* P, float* norms, uint16_t* r16) {
+  const int64_t np = ((nr + 15) / 16 + 1) / 2 * 2;
+  const int nc = dpad / kAmxChunk;
+  const int rem = dim % 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << rem) - 1u);
+  const size_t panel = static_cast<size_t>(nc) * 512;
+  std::memset(P, 0, static_cast<size_t>(np) * panel * 2);
+  for (int64_t r = 0; r < np * 16; ++r) {
+    if (r >= nr) {
+      norms[r] = 0.f;
+      continue;
+    }
+    const float* x = X + r * dim;
+    __m512 ss = _mm512_setzero_ps();
+    std::memset(r16, 0, static_cast<size_t>(dpad) * 2);
+    int d = 0;
+    for (; d + 16 <= dim; d += 16) {
+      const __m512 v = _mm512_loadu_ps(x + d);
+      ss = _mm512_fmadd_ps(v, v, ss);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(r16 + d), to_bf16(v));
+    }
+    if (rem) {
+      const __m512 v = _mm512_maskz_loadu_ps(tail, x + d);
+      ss = _mm512_fmadd_ps(v, v, ss);
+      _mm256_mask_storeu_epi16(r16 + d, tail, to_bf16(v));
+    }
+    norms[r] = std::sqrt(_mm512_reduce_add_ps(ss));
+    // scatter the row's dimension pairs into column j of its panel: 32-bit pair k2 of chunk c goes to
+    // P[p][c][k2][j]
+    const uint32_t* pairs = reinterpret_cast<const uint32_t*>(r16);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(P + (r / 16) * panel) + (r % 16);
+    for (int c = 0; c < nc; ++c)
+      for (int k2 = 0; k2 < 16; ++k2) dst[(c * 16 + k2) * 16] = pairs[c * 16 + k2];
+  }
+}
+
+RAGCORE_AMX void amx_scores(const uint16_t* Qb, int dpad, const uint16_t* P, int np, float* out, int64_t ldo) {
+  const int nc = dpad / kAmxChunk;
+  const int64_t panel = static_cast<int64_t>(nc) * 512;
+  const int64_t qstride = static_cast<int64_t>(dpad) * 2;  // bytes between query rows
+  const uint16_t* Q1 = Qb + 16 * static_cast<int64_t>(dpad);
+  for (int p = 0; p < np; p += 2) {
+    const uint16_t* P0 = P + p * panel;
+    const uint16_t* P1 = P0 + panel;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int c = 0; c < nc; ++c) {
+      _tile_loadd(4, Qb + c * kAmxChunk, qstride);
+      _tile_loadd(5, Q1 + c * kAmxChunk, qstride);
+      _tile_loadd(6, P0 + c * 512, 64);
+      _tile_loadd(7, P1 + c * 512, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    float* o = out + p * 16;
+    _tile_stored(0, o, ldo * 4);
+    _tile_stored(1, o + 16, ldo * 4);
+    _tile_stored(2, o + 16 * ldo, ldo * 4);
+    _tile_stored(3, o + 16 * ldo + 16, ldo * 4);
+  }
+}
+
+RAGCORE_AMX int amx_filter(const float* a, const float* norms, int n, float qs, float thr, int* pos) {
+  // a + qs * norm >= thr - 1e-30 (the bound's float rounding is inside its relative slack)
+  const __m512 vq = _mm512_set1_ps(qs), vt = _mm512_set1_ps(thr - 1e-30f);
+  int cnt = 0, t = 0;
+  for (; t + 16 <= n; t += 16) {
+    unsigned msk = _mm512_cmp_ps_mask(_mm512_fmadd_ps(vq, _mm512_loadu_ps(norms + t), _mm512_loadu_ps(a + t)), vt,
+                                      _CMP_GE_OQ);
+    while (msk) {
+      pos[cnt++] = t + __builtin_ctz(msk);
+      msk &= msk - 1;
+    }
+  }
+  for (; t < n; ++t) {
+    pos[cnt] = t;
+    cnt += a[t] + qs * norms[t] >= thr - 1e-30f;
+  }
+  return cnt;
+}
+
+const AmxKernels kAmxKernels = {amx_begin, amx_end, amx_pack, amx_queries, amx_scores, amx_filter};
+const Kernels kAmx = {"amx",           scores_f32_avx2, scores_f16_avx512, dots_i8_avx512, dot_f32_i8_avx2,
+                      pack_avx2,       kAvx512TileQ,    tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
+                      filter_ge_avx2,  &kAmxKernels};
+
 bool cpu_has_avx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
+}
+
+// AMX: the CPU's bits (CPUID leaf 7: AMX-BF16, AMX-TILE; sub-leaf 1: AVX512-BF16), then the kernel's
+// permission to use the tile data state (Linux asks each process to request it); checked once.
+bool cpu_has_amx() {
+  static const bool ok = [] {
+    if (!cpu_has_avx512()) return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1)) return false;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return false;
+#if defined(__linux__)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
 }
 
 bool cpu_has_avx2() {
@@ -499,10 +679,12 @@ bool cpu_has_avx2() {
 #else
 bool cpu_has_avx2() { return false; }
 bool cpu_has_avx512() { return false; }
+bool cpu_has_amx() { return false; }
 #endif
 
 const Kernels* best_kernels() {
 #ifdef RAGCORE_X86
+  if (cpu_has_amx()) return &kAmx;
   if (cpu_has_avx512()) return &kAvx512;
   if (cpu_has_avx2()) return &kAvx2;
 #endif
@@ -706,6 +888,116 @@ void search_blocked(const Kernels& K, const Collection& c, const float* queries,
   });
 }
 
+/// Batches on AMX: bf16 tile products select candidates, float32 re-scoring decides. For a query q and
+/// a row x, the tile unit's score a = sum_d bf16(q_d) bf16(x_d), accumulated in float32, differs from
+/// the exact s = q . x by at most
+///     |a - s| <= |q| |x| ((2u + u^2) + (dim + 2) 2^-24 (1 + u)^2),   u = 2^-8 (bf16 rounding),
+/// (each product is off by at most (2u + u^2) |q_d x_d|, their sum is at most |q| |x| by Cauchy-Schwarz,
+/// and float32 accumulation adds at most (dim + 2) 2^-24 times the sum of the products' magnitudes),
+/// plus float rounding of a +- bound: 1e-6 |q| |x| more (|a| <= |q| |x| (1 + u)^2 (1 + dim 2^-24), so this
+/// exceeds 2^-23 |a| with room to spare), all times 1.001. As in the int8 scan, each query
+/// keeps the top-k of lower bounds a - b and every row whose upper bound a + b reached the running k-th
+/// lower bound; at the end the rows whose upper bound reaches the final k-th lower bound (only those can
+/// be in the exact top-k) are scored exactly with the stored values.
+void search_blocked_amx(const Kernels& K, const Collection& c, const float* queries, int64_t nq, int k,
+                        int threads, int64_t* out_idx, float* out_scores) {
+  const AmxKernels& A = *K.amx;
+  const int dim = c.dim;
+  const int dpad = (dim + kAmxChunk - 1) / kAmxChunk * kAmxChunk;
+  constexpr double u = 1.0 / 256;
+  const float rel =
+      static_cast<float>(((2 * u + u * u) + (dim + 2) * std::ldexp(1.0, -24) * (1 + u) * (1 + u) + 1e-6) * 1.001);
+  int64_t qb = (nq + threads - 1) / std::max(threads, 1);
+  qb = (qb + kAmxGroupQ - 1) / kAmxGroupQ * kAmxGroupQ;
+  parallel_for(static_cast<size_t>(nq), threads, static_cast<size_t>(qb), [&](int, size_t qb0, size_t qe0) {
+    const int64_t q0 = static_cast<int64_t>(qb0), m = static_cast<int64_t>(qe0) - q0;
+    const int64_t m_pad = (m + kAmxGroupQ - 1) / kAmxGroupQ * kAmxGroupQ;
+    const float* Q = queries + q0 * dim;
+    std::vector<uint16_t> qbf(static_cast<size_t>(m_pad * dpad));
+    A.queries(Q, m, m_pad, dim, dpad, qbf.data());
+    std::vector<float> qscale(static_cast<size_t>(m));  // rel * |q|
+    for (int64_t i = 0; i < m; ++i) {
+      double ss = 0;
+      for (int d = 0; d < dim; ++d) ss += static_cast<double>(Q[i * dim + d]) * Q[i * dim + d];
+      qscale[static_cast<size_t>(i)] = rel * static_cast<float>(std::sqrt(ss));
+    }
+    std::vector<I8Scan> st;
+    st.reserve(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) st.emplace_back(k);
+    const int64_t np_max = ((kRowBlock + 15) / 16 + 1) / 2 * 2;
+    std::vector<uint16_t> packed(static_cast<size_t>(np_max * (dpad / kAmxChunk) * 512));
+    std::vector<float> norms(static_cast<size_t>(np_max * 16));
+    std::vector<uint16_t> scratch(static_cast<size_t>(dpad));
+    std::vector<float> rows;
+    if (c.dtype != DType::f32) rows.resize(static_cast<size_t>(kRowBlock * dim));
+    std::vector<float> scores(static_cast<size_t>(kAmxGroupQ * np_max * 16));
+    std::vector<int> pos(static_cast<size_t>(kRowBlock));
+    const int64_t ldo = np_max * 16;
+    struct TileGuard {  // the tiles are this thread's until released, also on an exception
+      const AmxKernels& a;
+      explicit TileGuard(const AmxKernels& x) : a(x) { a.begin(); }
+      ~TileGuard() { a.end(); }
+    } guard(A);
+    for (int64_t r = 0; r < c.n; r += kRowBlock) {
+      const int64_t nr = std::min<int64_t>(kRowBlock, c.n - r);
+      const float* X;
+      if (c.dtype == DType::f32) {
+        X = f32_rows(c, r);
+      } else if (c.dtype == DType::f16) {
+        K.f16_to_f32(f16_rows(c, r), rows.data(), nr * dim);
+        X = rows.data();
+      } else {
+        K.i8_to_f32(i8_rows(c, r), c.aux + 2 * r, nr, dim, rows.data());
+        X = rows.data();
+      }
+      A.pack(X, nr, dim, dpad, packed.data(), norms.data(), scratch.data());
+      const int np = static_cast<int>(((nr + 15) / 16 + 1) / 2 * 2);
+      for (int64_t g = 0; g < m; g += kAmxGroupQ) {
+        A.scores(qbf.data() + g * dpad, dpad, packed.data(), np, scores.data(), ldo);
+        const int64_t ng = std::min<int64_t>(kAmxGroupQ, m - g);
+        for (int64_t i = 0; i < ng; ++i) {
+          I8Scan& s = st[static_cast<size_t>(g + i)];
+          const float qs = qscale[static_cast<size_t>(g + i)];
+          const float* row = scores.data() + i * ldo;
+          const int cnt = A.filter(row, norms.data(), static_cast<int>(nr), qs, s.lower.threshold(), pos.data());
+          for (int u = 0; u < cnt; ++u) {
+            const int t = pos[static_cast<size_t>(u)];
+            if (!live(c, r + t)) continue;
+            const float a = row[t], bound = amx_bound(norms[static_cast<size_t>(t)], qs);
+            s.lower.push(a - bound, r + t);
+            s.cand.emplace_back(a + bound, r + t);
+          }
+          if (s.cand.size() > 8192) {
+            s.lower.tighten();
+            s.prune();
+          }
+        }
+      }
+    }
+    // exact scores of the surviving candidates
+    for (int64_t i = 0; i < m; ++i) {
+      I8Scan& s = st[static_cast<size_t>(i)];
+      s.lower.tighten();
+      const float t = s.lower.threshold();
+      const float* q = Q + i * dim;
+      TopK top(static_cast<size_t>(k));
+      for (const auto& x : s.cand) {
+        if (x.first < t) continue;
+        const int64_t row = x.second;
+        float v;
+        if (c.dtype == DType::f32)
+          K.scores_f32(q, f32_rows(c, row), 1, dim, &v);
+        else if (c.dtype == DType::f16)
+          K.scores_f16(q, f16_rows(c, row), 1, dim, &v);
+        else
+          v = c.aux[2 * row] * K.dot_f32_i8(q, i8_rows(c, row), dim);
+        top.push(v, row);
+      }
+      top.write(out_idx + (q0 + i) * k, out_scores + (q0 + i) * k);
+    }
+  });
+}
+
 }  // namespace
 
 void search_path(const Collection& c, const float* queries, int64_t nq, int k, int threads, int path,
@@ -719,6 +1011,8 @@ void search_path(const Collection& c, const float* queries, int64_t nq, int k, i
   if (path == 0) path = nq < kBlockedMinQueries ? 1 : 2;
   if (path == 1)
     search_scan(K, c, queries, nq, k, threads, out_idx, out_scores);
+  else if (K.amx && c.n > 0)
+    search_blocked_amx(K, c, queries, nq, k, threads, out_idx, out_scores);
   else
     search_blocked(K, c, queries, nq, k, threads, out_idx, out_scores);
 }
@@ -755,6 +1049,7 @@ std::string isa() { return kernels().name; }
 
 std::vector<std::string> isas() {
   std::vector<std::string> out;
+  if (cpu_has_amx()) out.emplace_back("amx");
   if (cpu_has_avx512()) out.emplace_back("avx512");
   if (cpu_has_avx2()) out.emplace_back("avx2");
   out.emplace_back("scalar");
@@ -781,10 +1076,15 @@ void set_isa(const std::string& name) {
     g_kernels.store(&kAvx512);
     return;
   }
+  if (name == "amx") {
+    RAGCORE_CHECK(cpu_has_amx(), "this CPU (or its operating system) does not offer AMX-BF16 with AVX-512 BF16");
+    g_kernels.store(&kAmx);
+    return;
+  }
 #else
-  RAGCORE_CHECK(name != "avx2" && name != "avx512", "x86 kernels are not built for this architecture");
+  RAGCORE_CHECK(name != "avx2" && name != "avx512" && name != "amx", "x86 kernels are not built for this architecture");
 #endif
-  RAGCORE_CHECK(false, "unknown instruction set '" << name << "', expected 'auto', 'avx512', 'avx2' or 'scalar'");
+  RAGCORE_CHECK(false, "unknown instruction set '" << name << "', expected 'auto', 'amx', 'avx512', 'avx2' or 'scalar'");
 }
 
 }  // namespace ragcore::dense

@@ -15,7 +15,8 @@
 // into L1 and selecting against the running threshold (rows split over threads); more queries go
 // through a blocked matrix-product kernel (register tiles of 12 queries x 32 rows with AVX-512, 6 x 16
 // with AVX2) over L2-sized blocks of rows, with selection per block, so the full score matrix never
-// exists.
+// exists. With AMX, the blocked path scores 32 queries x 32 rows per bf16 tile group, keeps the rows
+// that a proven bound on the bf16 error cannot rule out, and re-scores those exactly.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -52,9 +53,10 @@ void search_path(const Collection& c, const float* queries, int64_t nq, int k, i
 /// as the machine's streaming read bandwidth.
 uint64_t read_probe(const void* data, size_t bytes, int threads);
 
-/// The instruction set the kernels use: "avx512" (F/BW/VL/DQ + VNNI), "avx2" (+ FMA, F16C) or
-/// "scalar". isas() lists those this CPU runs, best first. set_isa("auto"|"avx512"|"avx2"|"scalar")
-/// overrides (raises value_error for an unknown name or an ISA this CPU lacks).
+/// The instruction set the kernels use: "amx" (the AVX-512 kernels, batches on AMX bf16 tiles with
+/// exact re-scoring), "avx512" (F/BW/VL/DQ + VNNI), "avx2" (+ FMA, F16C) or "scalar". isas() lists
+/// those this CPU (and OS) runs, best first. set_isa("auto"|"amx"|"avx512"|"avx2"|"scalar") overrides
+/// (raises value_error for an unknown name or an ISA this CPU lacks).
 std::string isa();
 std::vector<std::string> isas();
 void set_isa(const std::string& name);
