@@ -735,6 +735,17 @@ void scan_float(const Kernels& K, const Collection& c, const float* q, int64_t b
   }
 }
 
+/// Rows [r, r + nr) as float32: the stored rows themselves (f32), or converted into buf (f16; i8 times
+/// the row scales), (nr, dim).
+const float* rows_f32(const Kernels& K, const Collection& c, int64_t r, int64_t nr, float* buf) {
+  if (c.dtype == DType::f32) return f32_rows(c, r);
+  if (c.dtype == DType::f16)
+    K.f16_to_f32(f16_rows(c, r), buf, nr * c.dim);
+  else
+    K.i8_to_f32(i8_rows(c, r), c.aux + 2 * r, nr, c.dim, buf);
+  return buf;
+}
+
 /// The int8 query of a float query: qq = round(q / sq), sq = max|q| / 127.
 float quantize_query(const float* q, int dim, int8_t* qq) {
   float amax = 0.f;
@@ -858,16 +869,7 @@ void search_blocked(const Kernels& K, const Collection& c, const float* queries,
     }
     for (int64_t r = 0; r < c.n; r += kRowBlock) {
       const int64_t nr = std::min<int64_t>(kRowBlock, c.n - r);
-      const float* X;
-      if (c.dtype == DType::f32) {
-        X = f32_rows(c, r);
-      } else if (c.dtype == DType::f16) {
-        K.f16_to_f32(f16_rows(c, r), rows.data(), nr * dim);
-        X = rows.data();
-      } else {
-        K.i8_to_f32(i8_rows(c, r), c.aux + 2 * r, nr, dim, rows.data());
-        X = rows.data();
-      }
+      const float* X = rows_f32(K, c, r, nr, rows.data());
       K.pack(X, nr, dim, packed.data());
       const int np = static_cast<int>((nr + kPanel - 1) / kPanel);
       for (int64_t i = 0; i < m; i += tq) {
@@ -940,16 +942,7 @@ void search_blocked_amx(const Kernels& K, const Collection& c, const float* quer
     } guard(A);
     for (int64_t r = 0; r < c.n; r += kRowBlock) {
       const int64_t nr = std::min<int64_t>(kRowBlock, c.n - r);
-      const float* X;
-      if (c.dtype == DType::f32) {
-        X = f32_rows(c, r);
-      } else if (c.dtype == DType::f16) {
-        K.f16_to_f32(f16_rows(c, r), rows.data(), nr * dim);
-        X = rows.data();
-      } else {
-        K.i8_to_f32(i8_rows(c, r), c.aux + 2 * r, nr, dim, rows.data());
-        X = rows.data();
-      }
+      const float* X = rows_f32(K, c, r, nr, rows.data());
       A.pack(X, nr, dim, dpad, packed.data(), norms.data(), scratch.data());
       const int np = static_cast<int>(((nr + 15) / 16 + 1) / 2 * 2);
       for (int64_t g = 0; g < m; g += kAmxGroupQ) {
