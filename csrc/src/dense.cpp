@@ -25,6 +25,11 @@
 #endif
 #define RAGCORE_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define RAGCORE_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+// AMX intrinsics need GCC >= 11 or clang >= 12: an older compiler builds everything but the AMX set
+// (RAGCORE_NO_AMX leaves it out on purpose, to build and test that configuration)
+#if !defined(RAGCORE_NO_AMX) && ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define RAGCORE_AMX_BUILD 1
+#endif
 #endif
 
 namespace ragcore::dense {
@@ -513,6 +518,7 @@ const Kernels kAvx512 = {"avx512",        scores_f32_avx2,   scores_f16_avx512, 
                          pack_avx2,       kAvx512TileQ,      tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
                          filter_ge_avx2};
 
+#ifdef RAGCORE_AMX_BUILD
 // ----------------------------------- AMX ------------------------------------------------------
 // Sapphire Rapids and later: bf16 tile products, 32 queries x 32 rows x 32 dimensions per step (four
 // 16x16 float32 accumulator tiles, two query tiles, two row tiles). bf16 keeps 8 significant bits, so
@@ -657,6 +663,7 @@ const AmxKernels kAmxKernels = {amx_begin, amx_end, amx_pack, amx_queries, amx_s
 const Kernels kAmx = {"amx",           scores_f32_avx2, scores_f16_avx512, dots_i8_avx512, dot_f32_i8_avx2,
                       pack_avx2,       kAvx512TileQ,    tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
                       filter_ge_avx2,  &kAmxKernels};
+#endif  // RAGCORE_AMX_BUILD
 
 bool cpu_has_avx512() {
   __builtin_cpu_init();
@@ -669,6 +676,9 @@ bool cpu_has_avx512() {
 // AMX: the CPU's bits (CPUID leaf 7: AMX-BF16, AMX-TILE; sub-leaf 1: AVX512-BF16), then the kernel's
 // permission to use the tile data state (Linux asks each process to request it); checked once.
 bool cpu_has_amx() {
+#ifndef RAGCORE_AMX_BUILD
+  return false;
+#else
   static const bool ok = [] {
     if (!cpu_has_avx512()) return false;
     unsigned a, b, c, d;
@@ -681,6 +691,7 @@ bool cpu_has_amx() {
 #endif
   }();
   return ok;
+#endif
 }
 
 bool cpu_has_avx2() {
@@ -695,7 +706,9 @@ bool cpu_has_amx() { return false; }
 
 const Kernels* best_kernels() {
 #ifdef RAGCORE_X86
+#ifdef RAGCORE_AMX_BUILD
   if (cpu_has_amx()) return &kAmx;
+#endif
   if (cpu_has_avx512()) return &kAvx512;
   if (cpu_has_avx2()) return &kAvx2;
 #endif
@@ -1081,9 +1094,13 @@ void set_isa(const std::string& name) {
     return;
   }
   if (name == "amx") {
+#ifdef RAGCORE_AMX_BUILD
     RAGCORE_CHECK(cpu_has_amx(), "this CPU (or its operating system) does not offer AMX-BF16 with AVX-512 BF16");
     g_kernels.store(&kAmx);
     return;
+#else
+    RAGCORE_CHECK(false, "this ragcore was built without the AMX kernels (its compiler predates them)");
+#endif
   }
 #else
   RAGCORE_CHECK(name != "avx2" && name != "avx512" && name != "amx", "x86 kernels are not built for this architecture");
