@@ -126,15 +126,10 @@ class RowDecoder:
             self._finish()
             return tok
         piece = self._detok.add(tok)
-        if piece and self._append(piece):
+        # a stop string may also be complete before a pending multi-byte character (partial text)
+        stopped = self._append(piece) if piece else self._append(self._detok.partial, keep=False)
+        if stopped:
             return tok
-        if not piece and self._detok.partial and self._stops:
-            # a stop string may already be complete before a pending multi-byte character
-            cut = _first_stop(self.text + self._detok.partial, self._stops, max(0, len(self.text) - self._longest_stop + 1))
-            if cut is not None:
-                self.text = (self.text + self._detok.partial)[:cut]
-                self.done = True
-                return tok
         if len(self._detok.tokens) >= self.limit:
             self._finish()
         return tok
@@ -144,15 +139,19 @@ class RowDecoder:
         start of a stop string."""
         return len(self.text) if self.done else len(self.text) - _stop_prefix_len(self.text, self._stops)
 
-    def _append(self, piece: str) -> bool:
-        """Add text; True when a stop string appeared (the text is cut before it and the row is done)."""
+    def _append(self, piece: str, keep: bool = True) -> bool:
+        """Add text (or, with ``keep=False``, only look for a stop string in it); True when a stop string
+        appeared: the text is cut before it and the row is done."""
+        if not piece:
+            return False
         start = max(0, len(self.text) - self._longest_stop + 1)
-        self.text += piece
-        cut = _first_stop(self.text, self._stops, start)
+        text = self.text + piece
+        cut = _first_stop(text, self._stops, start) if self._stops else None
         if cut is not None:
-            self.text = self.text[:cut]
-            self.done = True
+            self.text, self.done = text[:cut], True
             return True
+        if keep:
+            self.text = text
         return False
 
     def _finish(self) -> None:
