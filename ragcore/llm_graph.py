@@ -6,7 +6,8 @@ uses on the CPU:
 
 * ``SimplifiedLayerNormalization`` / ``SkipSimplifiedLayerNormalization`` (RMSNorm, with the residual
   addition fused in);
-* one ``MatMul`` (or ``MatMulNBits`` for int8/int4 weights) for q, k and v together;
+* one ``MatMul`` for q, k and v together (int4 weights: ``MatMulNBits``; int8: ``DynamicQuantizeMatMul``
+  of int8 weights, one scale per output channel, by activations scaled to one range per token);
 * ``GroupQueryAttention`` (com.microsoft) with the rotary embedding applied inside from cos/sin tables and
   the KV cache **shared between input and output**: the runtime binds one preallocated buffer per layer
   of shape (batch, kv_heads, capacity, head_dim) as both ``past_key_values.{i}.*`` and ``present.{i}.*``,
@@ -97,8 +98,11 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
 
     ``weights``: Hugging Face names (``model.embed_tokens.weight``, ``model.layers.{i}.self_attn.q_proj.weight``
     ...), float32 numpy arrays, projection matrices as (out, in). ``precision``: float32, float16 (weights,
-    activations and cache in float16; logits float32), int8 / int4 (weights of every projection and of
-    the head in blocks of ``block`` along the input dimension, ``MatMulNBits``; activations float32).
+    activations and cache in float16; logits float32), int4 (weights of every projection and of the head in
+    blocks of ``block`` along the input dimension, ``MatMulNBits``; activations float32), int8 (projections:
+    int8 weights per output channel times int8 activations per token, ``DynamicQuantizeMatMul``, which
+    runs on onnxruntime's integer GEMM kernels, AMX where the CPU has it; embedding and head as int4's
+    layout with 8 bits).
     """
     from onnx import helper, TensorProto
 
@@ -112,10 +116,34 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     def linear(x: str, wname: str, out_name: str) -> str:
         return linear_w(x, np.asarray(weights[wname], np.float32), out_name)
 
+    row_scaled: dict = {}
+
+    def per_row(x: str) -> Tuple[str, str]:
+        """(x / r, r), r = max |x| over each row (token): DynamicQuantizeMatMul's one uint8 scale per
+        tensor then amounts to one per token, so a token with large activations costs the others nothing."""
+        if x not in row_scaled:
+            if not row_scaled:
+                b.const("row_scale_floor", np.array(1e-30, np.float32))
+            m = b.node("ReduceMax", [b.node("Abs", [x], x + "/abs")], x + "/absmax", axes=[-1], keepdims=1)
+            r = b.node("Max", [m, "row_scale_floor"], x + "/row_scale")
+            row_scaled[x] = (b.node("Div", [x, r], x + "/row_scaled"), r)
+        return row_scaled[x]
+
     def linear_w(x: str, w: np.ndarray, out_name: str, bias: Optional[np.ndarray] = None) -> str:
         N, K = w.shape
         if bits is None:
             y = b.node("MatMul", [x, b.const(out_name + ".weight", w.T.astype(ft))], out_name)
+        elif bits == 8:
+            # int8 weights, one scale per output channel, times int8 activations, one scale per token:
+            # onnxruntime's integer GEMM (AMX or AVX-512 VNNI / AVX2 u8s8 kernels) for prompts and steps
+            s = np.abs(w).max(axis=1) / 127.0
+            s[s == 0] = 1.0
+            q = np.clip(np.rint(w / s[:, None]), -127, 127).astype(np.int8).T
+            xs, r = per_row(x)
+            y = b.node("DynamicQuantizeMatMul", [xs, b.const(out_name + ".qweight", q),
+                                                 b.const(out_name + ".scales", s.astype(np.float32)), "", ""],
+                       out_name + "/rows", domain=MS)
+            y = b.node("Mul", [y, r], out_name)
         else:
             q, s = quantize_blocks(w, bits, block)
             y = b.node("MatMulNBits", [x, b.const(out_name + ".qweight", q), b.const(out_name + ".scales", s.reshape(-1))],
