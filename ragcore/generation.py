@@ -31,8 +31,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from .generator_export import (  # noqa: F401  (the folder format, and the export re-exported here)
-    CONFIG, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PRECISIONS, RUNTIME_HINT, _is_generator_dir,
-    _load_hf, _read_config, _require, default_source, export_generator)
+    CONFIG, DECODE_FILE, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PRECISIONS, RUNTIME_HINT,
+    _is_generator_dir, _load_hf, _read_config, _require, default_source, export_generator)
 from ._decoding import RowDecoder, check_sampling
 from ._decoding import _first_stop, _stop_prefix_len  # noqa: F401  (tests)
 from ._decoding import check_sampling as _check_sampling  # noqa: F401  (tests)
@@ -94,7 +94,7 @@ class Generator:
         A single prompt longer than this is prefilled in chunks of this many positions, each attending to
         the cache the ones before it wrote (same results; attention then scores about the causal half of
         the prompt x prompt square, which onnxruntime's kernel otherwise computes whole). Default 256 on
-        the CPU (900 tokens: 0.97 s instead of 1.26 s, float32, 2 threads), 0 (off) on CUDA.
+        the CPU (900 tokens: 0.97-1.03 s instead of 1.26 s, float32, 2 threads), 0 (off) on CUDA.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, device: str = "auto", threads: Optional[int] = None):
@@ -141,6 +141,9 @@ class Generator:
         so.inter_op_num_threads = 1
         try:
             self._sess = ort.InferenceSession(str(model_file), sess_options=so, providers=providers)
+            # int8: the graph for decode steps of one row (see export_generator), over the same weights
+            self._dsess = ort.InferenceSession(str(path / DECODE_FILE), sess_options=so, providers=providers) \
+                if DECODE_FILE in files else None
             self._tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as e:
             raise ValueError(f"{path}: onnxruntime/tokenizers cannot load it ({type(e).__name__}: {e})") from None
@@ -468,7 +471,16 @@ class Generator:
                 binding.bind_cpu_input("total_sequence_length", np.array(s0 + n, dtype=np.int32))
                 binding.bind_cpu_input("last_index", np.arange(B, dtype=np.int64) * n + lens - S + n - 1)
                 self._sess.run_with_iobinding(binding)
-            # decode: inputs live in arrays bound once and updated in place
+            # decode: inputs live in arrays bound once and updated in place; one row of an int8 export
+            # steps through its decode graph, bound to the same caches and logits
+            sess = self._sess
+            if B == 1 and self._dsess is not None:
+                sess = self._dsess
+                binding = sess.io_binding()
+                for (past, present), v in zip(self._cache_names, cache[1]):
+                    binding.bind_ortvalue_input(past, v)
+                    binding.bind_ortvalue_output(present, v)
+                binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
             tok = np.zeros((B, 1), dtype=np.int64)
             seqlens = (lens - 1).astype(np.int32)
             total = np.zeros((), dtype=np.int32)
@@ -484,7 +496,7 @@ class Generator:
                 tok[:, 0] = nxt
                 seqlens += 1
                 total[...] = int(seqlens.max()) + 1
-                self._sess.run_with_iobinding(binding)
+                sess.run_with_iobinding(binding)
         finally:
             self._pool[B] = cache       # back to the pool for the next call
 

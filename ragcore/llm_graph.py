@@ -93,7 +93,8 @@ def _skip_norm(b: Graph, residual: str, x: str, weight: str, name: str, eps: flo
 
 def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_heads: int, num_kv_heads: int,
                   head_dim: int, rms_eps: float, inv_freq: np.ndarray, rope_scale: float, max_positions: int,
-                  precision: str = "float32", block: int = 32, tied: bool = False, opset: int = 17):
+                  precision: str = "float32", block: int = 32, tied: bool = False, opset: int = 17,
+                  token_scales: bool = True):
     """The decoder as an ``onnx.ModelProto`` (see the module docstring for its inputs and outputs).
 
     ``weights``: Hugging Face names (``model.embed_tokens.weight``, ``model.layers.{i}.self_attn.q_proj.weight``
@@ -102,7 +103,10 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     blocks of ``block`` along the input dimension, ``MatMulNBits``; activations float32), int8 (projections:
     int8 weights per output channel times int8 activations per token, ``DynamicQuantizeMatMul``, which
     runs on onnxruntime's integer GEMM kernels, AMX where the CPU has it; embedding and head as int4's
-    layout with 8 bits).
+    layout with 8 bits). ``token_scales=False`` (int8 only) leaves out the scaling of activations to
+    one range per token: ``DynamicQuantizeMatMul``'s one scale per tensor is then one per token only when
+    the graph sees one token at a time, which is what the single-row decode graph is for (five
+    element-wise operators fewer per projection).
     """
     from onnx import helper, TensorProto
 
@@ -119,13 +123,20 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     row_scaled: dict = {}
 
     def per_row(x: str) -> Tuple[str, str]:
-        """(x / r, r), r = max |x| over each row (token): DynamicQuantizeMatMul's one uint8 scale per
-        tensor then amounts to one per token, so a token with large activations costs the others nothing."""
+        """(x / r, r), r = the power of two at or above max |x| over each row (token): DynamicQuantizeMatMul's
+        one uint8 scale per tensor then amounts to one per token, so a token with large activations costs
+        the others nothing. A power of two, so that dividing by r and multiplying back are exact: one row
+        gives bit for bit what the decode graph (``token_scales=False``) gives."""
         if x not in row_scaled:
             if not row_scaled:
                 b.const("row_scale_floor", np.array(1e-30, np.float32))
+                b.const("row_scale_inv_ln2", np.array(1.0 / math.log(2.0), np.float32))
+                b.const("row_scale_two", np.array(2.0, np.float32))
             m = b.node("ReduceMax", [b.node("Abs", [x], x + "/abs")], x + "/absmax", axes=[-1], keepdims=1)
-            r = b.node("Max", [m, "row_scale_floor"], x + "/row_scale")
+            m = b.node("Max", [m, "row_scale_floor"], x + "/absmax_floor")
+            e = b.node("Ceil", [b.node("Mul", [b.node("Log", [m], x + "/log"), "row_scale_inv_ln2"], x + "/log2")],
+                       x + "/exponent")
+            r = b.node("Pow", ["row_scale_two", e], x + "/row_scale")
             row_scaled[x] = (b.node("Div", [x, r], x + "/row_scaled"), r)
         return row_scaled[x]
 
@@ -139,11 +150,12 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
             s = np.abs(w).max(axis=1) / 127.0
             s[s == 0] = 1.0
             q = np.clip(np.rint(w / s[:, None]), -127, 127).astype(np.int8).T
-            xs, r = per_row(x)
+            xs, r = per_row(x) if token_scales else (x, None)
             y = b.node("DynamicQuantizeMatMul", [xs, b.const(out_name + ".qweight", q),
                                                  b.const(out_name + ".scales", s.astype(np.float32)), "", ""],
-                       out_name + "/rows", domain=MS)
-            y = b.node("Mul", [y, r], out_name)
+                       out_name + "/rows" if r else out_name, domain=MS)
+            if r:
+                y = b.node("Mul", [y, r], out_name)
         else:
             q, s = quantize_blocks(w, bits, block)
             y = b.node("MatMulNBits", [x, b.const(out_name + ".qweight", q), b.const(out_name + ".scales", s.reshape(-1))],

@@ -297,32 +297,55 @@ def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
 @needs_export
 @pytest.mark.parametrize("precision", ["int4", "int8", "float16"])
 def test_other_precisions(tmp_path, hf, gen, monkeypatch, precision):
-    """int8/int4 weights and float16 all run on the CPU; their logits are close to float32's."""
+    """int8/int4 weights and float16 all run on the CPU; their next-token distributions stay close to
+    float32's along float32's own greedy answers."""
     monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
     out = gm.export_generator(None, tmp_path / precision, precision=precision)
     cfg = json.loads((out / "ragcore_generator.json").read_text())
-    assert cfg["precision"] == precision and sorted(cfg["files"]) == ["model.onnx"]
+    files = ["decode.onnx", "model.onnx", "model.onnx.data"] if precision == "int8" else ["model.onnx"]
+    assert cfg["precision"] == precision and sorted(cfg["files"]) == files
     ratio = {"int4": 0.2, "int8": 0.32, "float16": 0.52}[precision]
-    assert (out / "model.onnx").stat().st_size < ratio * (gen.path / "model.onnx").stat().st_size
+    assert sum((out / f).stat().st_size for f in files) < ratio * (gen.path / "model.onnx").stat().st_size
     g = gm.Generator.load(out, device="cpu", threads=2)
-    # the next-token distribution after a chat prompt against float32's: KL divergence (measured: int4
-    # 1.07 nats, int8 0.026-0.057, float16 2e-5), and float32's choice among the top 3. Not the greedy
-    # text: float32's top two logits there are 0.09 apart, which int8 activations swap ("L'Étoile..."
-    # instead of "The capital of France is Paris"). That near tie makes the int8 KL volatile: rounding
-    # differences in the SmoothQuant scales (sqrt(a/b) against a**0.5 / b**0.5) moved it between 0.026 and
-    # 0.057; without SmoothQuant it was 0.053; the 8-bit MatMulNBits export it replaced gave 0.010.
-    ids = gen._prompt_ids(PROMPTS[0])
-    want, got = _log_softmax(_next_logits(gen, ids)), _log_softmax(_next_logits(g, ids))
-    kl = float((np.exp(want) * (want - got)).sum())
-    assert kl < {"int4": 2.0, "int8": 0.12, "float16": 1e-3}[precision], kl
-    assert int(np.argmax(want)) in np.argsort(-got)[:3]
-    # float32's greedy answer ("The capital of France is Paris.", 7 tokens), forced through the other
-    # model: at most positions it picks the same token (measured: int4 6/7, int8 6/7, float16 7/7)
-    ref = gen.generate(PROMPTS[0], max_new_tokens=12)
-    forced = list(gen.last_tokens)
-    assert "Paris" in ref
-    agree = _forced_agreement(g, ids, forced)
-    assert agree >= {"int4": 0.5, "int8": 0.75, "float16": 0.9}[precision], agree
+    # float32's greedy answers (20 tokens) forced through the other model: KL divergence of each next-token
+    # distribution from float32's, and how often the argmax is float32's token. Averaged over 3 prompts x
+    # 20 positions, because one position alone is volatile: the first token of PROMPTS[0] is a near tie
+    # in float32 (0.09 apart), where int8 rounding differences alone (row scales a power of two or
+    # not) moved the KL between 0.03 and 0.24. Measured means: int4 0.35 nats (agreement 0.73), int8
+    # 0.012-0.026 (0.90-0.92; the 8-bit MatMulNBits export it replaced: 0.004), float16 < 1e-4 (1.00).
+    kls, agree = [], []
+    for p in PROMPTS:
+        ids = gen._prompt_ids(p)
+        gen.generate(p, max_new_tokens=20, min_new_tokens=20)
+        forced = list(gen.last_tokens)
+        want = _log_softmax(_forced_logits(gen, ids, forced))
+        got = _log_softmax(_forced_logits(g, ids, forced))
+        kls.append(float((np.exp(want) * (want - got)).sum(-1).mean()))
+        agree.append(float((want.argmax(-1) == got.argmax(-1)).mean()))
+    assert np.mean(kls) < {"int4": 1.0, "int8": 0.06, "float16": 1e-3}[precision], kls
+    assert np.mean(agree) >= {"int4": 0.6, "int8": 0.8, "float16": 0.95}[precision], agree
+    if precision == "int8":
+        # one row decodes through decode.onnx (no per-token scaling operators): bit for bit what the
+        # per-token graph gives, since its row scales are powers of two
+        assert g._dsess is not None
+        ids = gen._prompt_ids(PROMPTS[1])
+        gen.generate(PROMPTS[1], max_new_tokens=20, min_new_tokens=20)
+        forced = list(gen.last_tokens)
+        with_decode = _forced_logits(g, ids, forced)
+        g._dsess = None
+        np.testing.assert_array_equal(_forced_logits(g, ids, forced), with_decode)
+
+
+def _forced_logits(g, ids, forced):
+    """(len(forced), vocab): the logits after the prompt and after each forced token but the last."""
+    step = g._steps([ids], len(ids) + len(forced) + 1)
+    try:
+        out = [next(step)[0].copy()]
+        for tok in forced[:-1]:
+            out.append(step.send(np.array([tok]))[0].copy())
+    finally:
+        step.close()
+    return np.array(out)
 
 
 @needs_export
@@ -356,23 +379,10 @@ def _next_logits(g, ids):
         step.close()
 
 
-def _forced_agreement(g, ids, forced):
-    """Fraction of the forced tokens that are the model's own greedy choice at their position."""
-    step = g._steps([ids], len(ids) + len(forced) + 1)
-    hits = 0
-    try:
-        logits = next(step)
-        for tok in forced:
-            hits += int(np.argmax(logits[0])) == tok
-            logits = step.send(np.array([tok]))
-    finally:
-        step.close()
-    return hits / len(forced)
-
-
 def _log_softmax(z):
-    z = z.astype(np.float64) - z.max()
-    return z - np.log(np.exp(z).sum())
+    z = z.astype(np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 @needs_export
