@@ -157,7 +157,7 @@ def _demo_rag(args, bm25, passages):
 
         t0 = time.perf_counter()
         # the default model (exported on first use, then cached) or an exported folder
-        generator = Generator.load(args.generator, progress=None)
+        generator = Generator.load(args.generator, progress=None, precision=args.precision)
         print(f"generator ready in {time.perf_counter() - t0:.1f} s")
     except ImportError as e:
         print(f"ragcore demo: no generator ({e}); showing the retrieved passages only", file=sys.stderr)
@@ -466,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--retrieve-only", action="store_true", help="show the retrieved passages, no generation")
     pd.add_argument("--generator", default=None,
                     help="an exported generator folder (default: SmolLM2-135M-Instruct, exported on first use)")
+    pd.add_argument("--precision", choices=["float32", "int8", "int4", "float16"], default=None,
+                    help="the default model's precision (default float32 on the CPU, float16 on CUDA; int8 answers "
+                         "soonest on the CPU, int4 decodes fastest)")
     pd.set_defaults(func=cmd_demo)
     return p
 

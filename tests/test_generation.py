@@ -477,6 +477,29 @@ def test_demo_answers_with_sources(exported, capsys):
 
 
 @needs_export
+def test_load_default_model_at_a_precision(tmp_path, hf, exported, monkeypatch, capsys):
+    """Generator.load(precision=...) exports the default model at that precision into the cache once;
+    ``ragcore demo --precision`` passes it on; a precision with a folder is refused."""
+    from ragcore.cli import main
+    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+    monkeypatch.setenv("RAGCORE_CACHE", str(tmp_path / "cache"))
+    g = gm.Generator.load(device="cpu", precision="int8", threads=2)
+    assert g.config["precision"] == "int8" and g._dsess is not None
+    assert g.path.parent == tmp_path / "cache" / "generators"
+    assert g.generate(PROMPTS[0], max_new_tokens=12, min_new_tokens=12) and len(g.last_tokens) == 12
+    assert main(["demo", "--question", "What does the with statement do?", "--precision", "int8",
+                 "--max-new-tokens", "8", "-k", "2"]) == 0
+    assert "A: " in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "cache" / "generators").iterdir()] == [g.path.name]   # reused
+    with pytest.raises(ValueError, match="precision must be one of"):
+        gm.Generator.load(precision="int2")
+    with pytest.raises(ValueError, match="default model only"):
+        gm.Generator.load(exported, precision="int8")
+    assert main(["demo", "--question", "q", "--generator", str(exported), "--precision", "int4"]) != 0
+    assert "default model only" in capsys.readouterr().err
+
+
+@needs_export
 def test_cli_export_generator(tmp_path, hf, monkeypatch, capsys):
     from ragcore.cli import main
     monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
