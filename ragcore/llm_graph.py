@@ -123,10 +123,11 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     row_scaled: dict = {}
 
     def per_row(x: str) -> Tuple[str, str]:
-        """(x / r, r), r = the power of two at or above max |x| over each row (token): DynamicQuantizeMatMul's
-        one uint8 scale per tensor then amounts to one per token, so a token with large activations costs
-        the others nothing. A power of two, so that dividing by r and multiplying back are exact: one row
-        gives bit for bit what the decode graph (``token_scales=False``) gives."""
+        """(x / r, r), r = 2^ceil(log2 max |x|) over each row (token): DynamicQuantizeMatMul's one uint8
+        scale per tensor then amounts to one per token, so a token with large activations costs the others
+        nothing (whatever r is within a factor of two, the operator fits its scale to the actual range). A
+        power of two, so that dividing by r and multiplying back are exact: one row gives bit for bit what
+        the decode graph (``token_scales=False``) gives."""
         if x not in row_scaled:
             if not row_scaled:
                 b.const("row_scale_floor", np.array(1e-30, np.float32))
