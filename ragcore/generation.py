@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from .generator_export import (  # noqa: F401  (the folder format, and the export re-exported here)
-    CONFIG, DECODE_FILE, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PRECISIONS, RUNTIME_HINT,
+    CONFIG, DECODE_FILE, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PREFILL_FILE, PRECISIONS, RUNTIME_HINT,
     _is_generator_dir, _load_hf, _read_config, _require, default_source, export_generator)
 from ._decoding import RowDecoder, check_sampling
 from ._decoding import _first_stop, _stop_prefix_len  # noqa: F401  (tests)
@@ -94,7 +94,7 @@ class Generator:
         A single prompt longer than this is prefilled in chunks of this many positions, each attending to
         the cache the ones before it wrote (same results; attention then scores about the causal half of
         the prompt x prompt square, which onnxruntime's kernel otherwise computes whole). Default 256 on
-        the CPU (900 tokens: 0.97-1.03 s instead of 1.26 s, float32, 2 threads), 0 (off) on CUDA.
+        the CPU (900 tokens: 0.96-1.03 s instead of 1.26 s, float32, 2 threads), 0 (off) on CUDA.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, device: str = "auto", threads: Optional[int] = None):
@@ -144,6 +144,9 @@ class Generator:
             # int8: the graph for decode steps of one row (see export_generator), over the same weights
             self._dsess = ort.InferenceSession(str(path / DECODE_FILE), sess_options=so, providers=providers) \
                 if DECODE_FILE in files else None
+            # prefill_precision="int8": the int8 graph that prefills prompts (decode stays in model.onnx)
+            self._psess = ort.InferenceSession(str(path / PREFILL_FILE), sess_options=so, providers=providers) \
+                if PREFILL_FILE in files else None
             self._tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as e:
             raise ValueError(f"{path}: onnxruntime/tokenizers cannot load it ({type(e).__name__}: {e})") from None
@@ -459,13 +462,23 @@ class Generator:
             cache = (cap, values)
         capacity = cache[0]
         try:
-            binding = self._sess.io_binding()
-            keep = [cache]      # what the bound OrtValues point to stays alive as long as the binding
-            for (past, present), v in zip(self._cache_names, cache[1]):
-                binding.bind_ortvalue_input(past, v)
-                binding.bind_ortvalue_output(present, v)
             logits = np.empty((B, self._vocab), dtype=np.float32)
-            binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+            logits_value = ort.OrtValue.ortvalue_from_numpy(logits)
+            keep = [cache, logits_value]    # what the bound OrtValues point to stays alive with the bindings
+
+            def bind(sess):
+                bound = sess.io_binding()
+                for (past, present), v in zip(self._cache_names, cache[1]):
+                    bound.bind_ortvalue_input(past, v)
+                    bound.bind_ortvalue_output(present, v)
+                bound.bind_ortvalue_output("logits", logits_value)
+                return bound
+
+            # the prompt goes through the prefill graph when the folder has one, the steps through the
+            # decode graph (int8, one row) or the model; all of them bound to the same caches and logits
+            prefill_sess = self._psess or self._sess
+            step_sess = self._dsess if B == 1 and self._dsess is not None else self._sess
+            binding = bind(prefill_sess)
             ids = np.full((B, S), self._pad, dtype=np.int64)
             for b, r in enumerate(rows):
                 ids[b, :len(r)] = r
@@ -482,17 +495,10 @@ class Generator:
                 binding.bind_cpu_input("seqlens_k", (lens - S + s0 + n - 1).astype(np.int32))
                 binding.bind_cpu_input("total_sequence_length", np.array(s0 + n, dtype=np.int32))
                 binding.bind_cpu_input("last_index", np.arange(B, dtype=np.int64) * n + lens - S + n - 1)
-                self._sess.run_with_iobinding(binding)
-            # decode: inputs live in arrays bound once and updated in place; one row of an int8 export
-            # steps through its decode graph, bound to the same caches and logits
-            sess = self._sess
-            if B == 1 and self._dsess is not None:
-                sess = self._dsess
-                binding = sess.io_binding()
-                for (past, present), v in zip(self._cache_names, cache[1]):
-                    binding.bind_ortvalue_input(past, v)
-                    binding.bind_ortvalue_output(present, v)
-                binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+                prefill_sess.run_with_iobinding(binding)
+            # decode: inputs live in arrays bound once and updated in place
+            if step_sess is not prefill_sess:
+                binding = bind(step_sess)
             tok = np.zeros((B, 1), dtype=np.int64)
             seqlens = (lens - 1).astype(np.int32)
             total = np.zeros((), dtype=np.int32)
@@ -508,7 +514,7 @@ class Generator:
                 tok[:, 0] = nxt
                 seqlens += 1
                 total[...] = int(seqlens.max()) + 1
-                sess.run_with_iobinding(binding)
+                step_sess.run_with_iobinding(binding)
         finally:
             self._pool[B] = cache       # back to the pool for the next call
 

