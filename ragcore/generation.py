@@ -94,7 +94,7 @@ class Generator:
         A single prompt longer than this is prefilled in chunks of this many positions, each attending to
         the cache the ones before it wrote (same results; attention then scores about the causal half of
         the prompt x prompt square, which onnxruntime's kernel otherwise computes whole). Default 256 on
-        the CPU (900 tokens: 0.96-1.03 s instead of 1.26 s, float32, 2 threads), 0 (off) on CUDA.
+        the CPU (900 tokens: 0.96-1.04 s instead of 1.26 s, float32, 2 threads), 0 (off) on CUDA.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, device: str = "auto", threads: Optional[int] = None):
@@ -191,9 +191,9 @@ class Generator:
             Progress bar of a first-use export.
         precision : {"float32", "int8", "int4", "float16"}, optional
             The default model's precision (``path`` None only; a folder has its own): default float32 on
-            the CPU, float16 when it will run on CUDA. "int8" is the fastest to the first token on the CPU
-            (0.55 s for a 900-token RAG prompt against 1.03 s float32, 2 threads), "int4" the fastest
-            to decode; see :func:`export_generator`.
+            the CPU, float16 when it will run on CUDA. "int8" is the fastest to the first token on the
+            CPU (0.54-0.59 s for a 900-token RAG prompt against 0.96-1.04 s float32, 2 threads), "int4"
+            the fastest to decode; see :func:`export_generator`.
 
         Raises
         ------

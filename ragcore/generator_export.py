@@ -23,9 +23,9 @@ __all__ = ["export_generator", "default_source"]
 
 FORMAT = "ragcore-generator"
 FORMAT_VERSION = 2        # 2: the fused graph of ragcore.llm_graph (shared KV buffers); 1 (standard ops) is refused
-EXPORTER_VERSION = 6      # bump when the exported graph changes: new cache key (4: int4 scales max|w|/-8;
+EXPORTER_VERSION = 7      # bump when the exported graph changes: new cache key (4: int4 scales max|w|/-8;
                           # 5: int8 = int8 weights x int8 activations per token, SmoothQuant;
-                          # 6: int8 adds decode.onnx)
+                          # 6: int8 adds decode.onnx; 7: int8 row scales max|x|, not powers of two)
 OPSET = 17
 CONFIG = "ragcore_generator.json"
 MODEL_FILE = "model.onnx"
@@ -327,7 +327,7 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
         outputs close to but not identical with float32); int8 (weights in 8 bits, one scale per output
         channel, times activations in 8 bits, one scale per token, after SmoothQuant's rescaling
         calibrated on standard-library docstrings: onnxruntime's integer GEMM, AMX where the CPU has it,
-        prefills ~1.8x float32's speed and decodes ~2x; perplexity within 1.5% of float32's; the folder
+        prefills ~1.8x float32's speed and decodes ~2.3x; perplexity within 0.5% of float32's; the folder
         holds a second graph, ``decode.onnx``, for decode steps of one row, over the same weights file);
         float16 (weights, activations and cache in float16, for CUDA).
     prefill_precision : {None, "int8"}

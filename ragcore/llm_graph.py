@@ -123,21 +123,16 @@ def build_decoder(weights: Mapping[str, np.ndarray], *, num_layers: int, num_hea
     row_scaled: dict = {}
 
     def per_row(x: str) -> Tuple[str, str]:
-        """(x / r, r), r = 2^ceil(log2 max |x|) over each row (token): DynamicQuantizeMatMul's one uint8
-        scale per tensor then amounts to one per token, so a token with large activations costs the others
-        nothing (whatever r is within a factor of two, the operator fits its scale to the actual range). A
-        power of two, so that dividing by r and multiplying back are exact: one row gives bit for bit what
-        the decode graph (``token_scales=False``) gives."""
+        """(x / r, r), r = max |x| over each row (token): DynamicQuantizeMatMul's one uint8 scale per tensor
+        then amounts to one per token, so a token with large activations costs the others nothing: every
+        row spans [-1, 1] on one side at least. (A power of two near max |x| instead would make one row
+        bit for bit the decode graph's, but rows would then span (0.5, 1] and the smaller ones lose up to
+        a bit: mean KL to float32 measured 0.012-0.027 against 0.007-0.021 with max |x|.)"""
         if x not in row_scaled:
             if not row_scaled:
                 b.const("row_scale_floor", np.array(1e-30, np.float32))
-                b.const("row_scale_inv_ln2", np.array(1.0 / math.log(2.0), np.float32))
-                b.const("row_scale_two", np.array(2.0, np.float32))
             m = b.node("ReduceMax", [b.node("Abs", [x], x + "/abs")], x + "/absmax", axes=[-1], keepdims=1)
-            m = b.node("Max", [m, "row_scale_floor"], x + "/absmax_floor")
-            e = b.node("Ceil", [b.node("Mul", [b.node("Log", [m], x + "/log"), "row_scale_inv_ln2"], x + "/log2")],
-                       x + "/exponent")
-            r = b.node("Pow", ["row_scale_two", e], x + "/row_scale")
+            r = b.node("Max", [m, "row_scale_floor"], x + "/row_scale")
             row_scaled[x] = (b.node("Div", [x, r], x + "/row_scaled"), r)
         return row_scaled[x]
 
