@@ -140,13 +140,13 @@ class Generator:
             so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         try:
+            def session(name):
+                return ort.InferenceSession(str(path / name), sess_options=so, providers=providers) \
+                    if name in files else None
+
             self._sess = ort.InferenceSession(str(model_file), sess_options=so, providers=providers)
-            # int8: the graph for decode steps of one row (see export_generator), over the same weights
-            self._dsess = ort.InferenceSession(str(path / DECODE_FILE), sess_options=so, providers=providers) \
-                if DECODE_FILE in files else None
-            # prefill_precision="int8": the int8 graph that prefills prompts (decode stays in model.onnx)
-            self._psess = ort.InferenceSession(str(path / PREFILL_FILE), sess_options=so, providers=providers) \
-                if PREFILL_FILE in files else None
+            self._dsess = session(DECODE_FILE)     # int8: the graph for decode steps of one row
+            self._psess = session(PREFILL_FILE)    # prefill_precision="int8": the graph that prefills prompts
             self._tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as e:
             raise ValueError(f"{path}: onnxruntime/tokenizers cannot load it ({type(e).__name__}: {e})") from None
@@ -487,10 +487,9 @@ class Generator:
             # of it (onnxruntime's kernel computes the whole square, then masks it); the results are the
             # one-piece ones. A batch goes in one piece (the operator takes a chunk after a past for
             # batch size 1 only).
-            C = self.prefill_chunk
-            starts = range(0, S, C) if C and S > C and B == 1 else range(0, 1)
-            for s0 in starts:
-                n = S - s0 if len(starts) == 1 else min(C, S - s0)
+            C = self.prefill_chunk if self.prefill_chunk and B == 1 else S
+            for s0 in range(0, S, C):
+                n = min(C, S - s0)
                 binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids[:, s0:s0 + n]))
                 binding.bind_cpu_input("seqlens_k", (lens - S + s0 + n - 1).astype(np.int32))
                 binding.bind_cpu_input("total_sequence_length", np.array(s0 + n, dtype=np.int32))

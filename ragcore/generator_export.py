@@ -173,17 +173,18 @@ def _export_onnx(model, path: Path, precision: str, tok=None,
     # they share the KV cache (keys and values the same functions of the tokens in both: fold_v=False)
     prefill = build_decoder(prefill_weights, **{**kw, "precision": "int8"}) if prefill_precision else None
     del weights, prefill_weights
+    def save_with_data(g, f: Path) -> None:
+        """``f`` and its weights in ``f.data`` beside it (readable like ``f``: onnx writes it 0600)."""
+        onnx.save(g, str(f), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f.name + ".data", size_threshold=1024)
+        os.chmod(f.parent / (f.name + ".data"), f.stat().st_mode & 0o777)
+
     if prefill is not None:
-        pf = path.parent / PREFILL_FILE
-        onnx.save(prefill, str(pf), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=pf.name + ".data", size_threshold=1024)
-        os.chmod(path.parent / (pf.name + ".data"), pf.stat().st_mode & 0o777)
+        save_with_data(prefill, path.parent / PREFILL_FILE)
         del prefill
     big = sum(len(t.raw_data) for t in graph.graph.initializer) > 1.5e9
     if big or decode is not None:
-        onnx.save(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=1024)
-        os.chmod(path.parent / (path.name + ".data"), path.stat().st_mode & 0o777)   # onnx writes it 0600
+        save_with_data(graph, path)
     else:
         onnx.save(graph, str(path))
     if decode is not None:
@@ -226,9 +227,9 @@ def _smooth_int8(model, tok, weights: Dict[str, Any], max_tokens: int = 512, fol
     leaves the other channels few levels. Dividing channel k of the input by s_k and multiplying column k
     of the weights by s_k leaves the product unchanged and moves range from the activation into the
     weights (quantized per output channel): s_k = sqrt(max |x_k| / max |W_k|), with max |x_k| measured on
-    calibration text. That is the paper's alpha = 0.5: bench perplexity 26.72 (26.59 with the same scales
-    computed as a**0.5 / b**0.5, so rounding alone moves it that much); alpha 0.35, 0.65 and 0.8 gave
-    26.74, 26.48 and 26.81, inside that spread (float32: 26.35). The division is folded into the
+    calibration text. That is the paper's alpha = 0.5: bench perplexity 26.48-26.72 over variants of the
+    export that differ only in rounding (float32: 26.35); alpha 0.35, 0.65 and 0.8 gave 26.74, 26.48 and
+    26.81, inside that spread. The division is folded into the
     operation before: the RMSNorm weight (inputs of q/k/v and of gate/up), the rows of up_proj (input of
     down_proj, silu(gate) * up) and the rows of v_proj (input of o_proj; the heads that share one value
     head share its s). ``fold_v=False`` leaves v_proj and o_proj as they are: the values in the KV cache
