@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA_DIR, machine_info  # noqa: E402
 
 DIM = 384
+SWEEP = (0.1, 0.2, 0.3, 0.5, 1.0)  # BM25's fusion weight against dense's 1 (real-embedding part)
 
 
 def unit(rng, n, dim, chunk=100_000):
@@ -84,17 +85,24 @@ def sgemm_peak(threads, repeats=5):
 
 
 class Ragcore:
-    def __init__(self, dtype):
-        self.dtype = dtype
-        self.name = f"ragcore {dtype}"
+    single_only = False
+
+    def __init__(self, dtype, prefilter=None):
+        self.dtype, self.prefilter = dtype, prefilter
+        self.name = f"ragcore {dtype}" + (f"+{prefilter} prefilter" if prefilter else "")
+        # the prefilter changes one-query scans only: batches take the float32 rows' path (rows above)
+        self.single_only = prefilter is not None
 
     def build(self, x):
         import ragcore as rc
 
-        self.index = rc.DenseIndex(x.shape[1], metric="ip", dtype=self.dtype, device="cpu").add(x)
+        self.index = rc.DenseIndex(x.shape[1], metric="ip", dtype=self.dtype, device="cpu",
+                                   prefilter=self.prefilter).add(x)
         self.bytes_per_row = {"float32": 4, "float16": 2, "int8": 1}[self.dtype] * x.shape[1]
         if self.dtype == "int8":
             self.bytes_per_row += 8  # scale + L1 per row
+        if self.prefilter:  # what one query scans: the codes and their 4 floats per row
+            self.bytes_per_row = x.shape[1] + 16
 
     def search(self, q, k, threads):
         h = self.index.search(q, k=k, threads=threads)
@@ -149,7 +157,8 @@ def run_size(n, args, all_threads, rows_out):
     x = unit(rng, n, DIM)
     queries = unit(np.random.default_rng(7), 1000, DIM)
     print(f"\n== {n:,} x {DIM} (generated in {time.perf_counter() - t0:.1f} s)", flush=True)
-    engines = [Ragcore("float32"), Ragcore("float16"), Ragcore("int8"), Faiss()]
+    engines = [Ragcore("float32"), Ragcore("float32", prefilter="int8"), Ragcore("float16"), Ragcore("int8"),
+               Faiss()]
     if not args.no_numpy:
         engines.append(Numpy())
     for e in engines:
@@ -174,6 +183,8 @@ def run_size(n, args, all_threads, rows_out):
                 print(f"  {e.name:28s} t={threads} k={k:3d} batch 1    {qps:10.1f} q/s "
                       f"{rows_out[-1]['gbps']:6.1f} GB/s", flush=True)
                 if n > 200_000 and threads == 1 and k == 100 and e.name.startswith("numpy"):
+                    continue
+                if getattr(e, "single_only", False):
                     continue
                 qb = queries[:n_batch]
                 reps = args.repeats if n <= 200_000 else max(1, args.repeats - 2)
@@ -288,8 +299,15 @@ def real_embeddings(args):
                                  ("hybrid weighted", rc.Hybrid([bm25, dense], fusion="weighted"))):
             hits = retriever.search(qtexts, k=100)
             res[label] = rc.evaluate(hits, qrels, ["ndcg@10", "recall@100"], query_ids=qids).mean
+        # the fusion weight: BM25 at w against dense at 1, over the same two depth-100 lists
+        from ragcore.hybrid import fuse
+
+        hb, hd = bm25.search(qtexts, k=100), dense.search(qtexts, k=100)
+        res["sweep"] = {f"{fusion} {w:g}": rc.evaluate(fuse([hb, hd], k=100, fusion=fusion, weights=[w, 1.0]),
+                                                       qrels, ["ndcg@10"], query_ids=qids).mean["ndcg@10"]
+                        for fusion in ("rrf", "weighted") for w in SWEEP}
         out["sets"][name] = res
-        print(f"  {name}: " + ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in res.items() if isinstance(v, dict)),
+        print(f"  {name}: " + ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in res.items() if isinstance(v, dict) and 'ndcg@10' in v),
               flush=True)
     if not all_x:
         return {"skipped": "no ../shared/data"}
@@ -297,8 +315,9 @@ def real_embeddings(args):
     exact = rc.DenseIndex(x.shape[1], dtype="float32", device="cpu").add(x)
     truth = exact.search(q, k=10).indices
     out["recall"] = {"docs": len(x), "queries": len(q)}
-    for dtype in ("float16", "int8"):
-        idx = rc.DenseIndex(x.shape[1], dtype=dtype, device="cpu").add(x)
+    for dtype in ("float16", "int8", "float32+int8 prefilter"):
+        idx = rc.DenseIndex(x.shape[1], dtype=dtype.split("+")[0], device="cpu",
+                            prefilter="int8" if "prefilter" in dtype else None).add(x)
         out["recall"][dtype] = {
             "recall10_batch": recall_at(idx.search(q, k=10).indices, truth),
             "recall10_single": recall_at(np.concatenate([idx.search(q[i:i + 1], k=10).indices
@@ -350,14 +369,29 @@ def write_report(res, out_dir: Path, stem: str):
                      f"{rec['queries']} judged queries):\n")
         lines.append("| dtype | recall@10 (one query per call) | recall@10 (batch) |")
         lines.append("|---|---|---|")
-        for dt in ("float16", "int8"):
-            lines.append(f"| {dt} | {rec[dt]['recall10_single']:.4f} | {rec[dt]['recall10_batch']:.4f} |")
+        for dt in ("float16", "int8", "float32+int8 prefilter"):
+            if dt in rec:
+                lines.append(f"| {dt} | {rec[dt]['recall10_single']:.4f} | {rec[dt]['recall10_batch']:.4f} |")
         lines.append("\nQuality (BM25: English stopwords + Snowball stemming; hybrid: BM25 + dense, depth 100):\n")
         lines.append("| set | retriever | nDCG@10 | recall@100 |")
         lines.append("|---|---|---|---|")
         for name, r in re_["sets"].items():
             for label in ("BM25", "dense", "hybrid rrf", "hybrid weighted"):
                 lines.append(f"| {name} | {label} | {r[label]['ndcg@10']:.4f} | {r[label]['recall@100']:.4f} |")
+        sets = {k: v for k, v in re_["sets"].items() if "sweep" in v}
+        if sets:
+            lines.append("\nnDCG@10 of the hybrid by BM25's weight (dense's is 1; `weights=[w, 1]`); *transfer*: the "
+                         "fusion and weight that score best on the other set, applied to this one (no tuning "
+                         "on the set's own queries):\n")
+            lines.append("| set | fusion | " + " | ".join(f"w={w:g}" for w in SWEEP) + " | dense | transfer |")
+            lines.append("|---|---|" + "---|" * (len(SWEEP) + 2))
+            for name, r in sets.items():
+                others = [v["sweep"] for k, v in sets.items() if k != name]
+                pick = max(others[0], key=others[0].get) if others else None
+                for fusion in ("rrf", "weighted"):
+                    cells = " | ".join(f"{r['sweep'][f'{fusion} {w:g}']:.4f}" for w in SWEEP)
+                    tr = (f"{pick}: {r['sweep'][pick]:.4f}" if pick and pick.startswith(fusion) else "")
+                    lines.append(f"| {name} | {fusion} | {cells} | {r['dense']['ndcg@10']:.4f} | {tr} |")
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(f"\nwrote {out_dir / (stem + '.md')}")
 

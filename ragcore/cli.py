@@ -79,7 +79,8 @@ def _index_dense(args, total: int) -> None:
     t0 = time.perf_counter()
     quantized = {"auto": None, "int8": True, "float32": False}[args.encoder_precision]
     encoder = _load_encoder(args.encoder, quantized, quiet=args.quiet)
-    index = DenseIndex(encoder.dim, metric="cosine", dtype=args.dense_dtype, device=args.device)
+    index = DenseIndex(encoder.dim, metric="cosine", dtype=args.dense_dtype, device=args.device,
+                       prefilter="int8" if args.dense_prefilter else None)
     index.info = {"encoder": "default" if args.encoder in (None, "default") else os.path.abspath(args.encoder),
                   "encoder_int8": bool(encoder.quantized)}
     chunk_ids: List[str] = []
@@ -104,7 +105,7 @@ def _index_dense(args, total: int) -> None:
           f"{time.perf_counter() - t0:.1f} s -> {out}")
 
 
-def _open_retriever(path, mode: str, fusion: str = "rrf", quiet: bool = True):
+def _open_retriever(path, mode: str, fusion: str = "rrf", quiet: bool = True, weights=None):
     """The retriever of an index directory: its sparse index, its dense part, or both fused."""
     import os
 
@@ -123,11 +124,13 @@ def _open_retriever(path, mode: str, fusion: str = "rrf", quiet: bool = True):
     dense = DenseRetriever(index, encoder)
     if mode == "dense":
         return dense
-    return Hybrid([load(path, verify=False), dense], fusion=fusion)
+    return Hybrid([load(path, verify=False), dense], fusion=fusion, weights=weights)
 
 
 def cmd_search(args) -> int:
-    retriever = _open_retriever(args.index, args.mode, args.fusion)
+    if args.weights is not None and args.mode != "hybrid":
+        raise ValueError("--weights is for --mode hybrid")
+    retriever = _open_retriever(args.index, args.mode, args.fusion, weights=args.weights)
     queries = args.query
     kw = {"threads": args.threads} if args.mode != "hybrid" else {}
     hits = retriever.search(queries, k=args.k, **kw)
@@ -393,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="encoder model: int8 (faster; the default when the folder has it) or float32")
     pi.add_argument("--dense-dtype", choices=["float32", "float16", "int8"], default="float32",
                     help="how the dense index stores vectors")
+    pi.add_argument("--dense-prefilter", action="store_true",
+                    help="CPU, float32/float16: keep an int8 copy that one-query searches scan first (exact "
+                         "results, ~4x faster single queries, +26%% memory at 384 dimensions)")
     pi.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="dense index device")
     pi.set_defaults(func=cmd_index)
 
@@ -404,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--mode", choices=["sparse", "dense", "hybrid"], default="sparse",
                     help="sparse (BM25/TF-IDF), dense (encoder + DenseIndex) or hybrid (both fused)")
     ps.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf", help="hybrid fusion")
+    ps.add_argument("--weights", nargs=2, type=float, default=None, metavar=("SPARSE", "DENSE"),
+                    help="hybrid fusion weights (default 1 1); e.g. 0.3 1 when BM25 is the weaker retriever")
     ps.set_defaults(func=cmd_search)
 
     pe = sub.add_parser("eval", help="evaluate retriever configurations on a BEIR folder")

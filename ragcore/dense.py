@@ -20,6 +20,14 @@ Storage types (``dtype``):
   with the query quantised to int8 as well, keeping every row whose score could still reach the
   top-k under a proven error bound, and those rows are re-scored exactly (float query x stored row),
   so results are exact with respect to what is stored.
+
+``prefilter="int8"`` (CPU, float32 or float16 rows) keeps an int8 copy of the rows beside them (+26% memory
+at 384 dimensions: one byte per dimension and four floats per row). One query (up to three per call)
+then scans the int8 copy, a quarter of float32's bytes, keeps every row whose score could still reach
+the top-k under a proven bound on both quantisation errors (the query's and the row's), and re-scores
+those from the stored rows: the results are exactly those of a scan of the float rows (same ids, same
+scores), at close to int8's speed when the scan is memory-bound. Batches are compute-bound and take
+the float rows' matrix-product path as usual.
 """
 from __future__ import annotations
 
@@ -114,6 +122,30 @@ def _normalised(arr: np.ndarray, what: str) -> np.ndarray:
     return (arr / norms[:, None]).astype(np.float32)
 
 
+def _prefilter_codes(x: np.ndarray):
+    """The int8 prefilter of rows x (n, dim) as stored (float32 values): codes (n, dim) int8 (per-row
+    symmetric scale) and aux (n, 4) float32 = (scale, scale * L1(codes) / 2, L2(scale * codes),
+    L2(x - scale * codes)), the norms computed in float64 and rounded up (see dense.hpp)."""
+    n, dim = x.shape
+    codes = np.empty((n, dim), np.int8)
+    aux = np.empty((n, 4), np.float32)
+    step = max(1, (1 << 24) // max(dim, 1))  # ~128 MiB of float64 temporaries per chunk
+    for b in range(0, n, step):
+        xs = x[b: b + step].astype(np.float32, copy=False)
+        amax = np.abs(xs).max(axis=1) if xs.size else np.zeros(xs.shape[0], np.float32)
+        scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+        c = np.clip(np.rint(xs / scale[:, None]), -127, 127)
+        codes[b: b + step] = c
+        hat = c.astype(np.float64) * scale.astype(np.float64)[:, None]
+        up = 1.0 + 1e-6
+        aux[b: b + step, 0] = scale
+        aux[b: b + step, 1] = scale.astype(np.float64) * np.abs(c).sum(axis=1) * 0.5 * up
+        aux[b: b + step, 2] = np.sqrt(np.einsum("ij,ij->i", hat, hat)) * up
+        r = xs.astype(np.float64) - hat
+        aux[b: b + step, 3] = np.sqrt(np.einsum("ij,ij->i", r, r)) * up
+    return codes, aux
+
+
 def _quantise_int8(x: np.ndarray):
     """Per-row symmetric int8: (codes (n, dim) int8, aux (n, 2) float32 = (scale, L1 of the codes))."""
     amax = np.abs(x).max(axis=1) if x.size else np.zeros(x.shape[0], np.float32)
@@ -121,6 +153,17 @@ def _quantise_int8(x: np.ndarray):
     codes = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
     l1 = np.abs(codes.astype(np.int32)).sum(axis=1, dtype=np.int64).astype(np.float32)
     return codes, np.ascontiguousarray(np.stack([scale, l1], axis=1))
+
+
+def _check_prefilter(prefilter: Optional[str], dtype: str, device: str) -> None:
+    if prefilter is None:
+        return
+    if prefilter != "int8":
+        raise ValueError(f"prefilter must be None or 'int8', got {prefilter!r}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"prefilter='int8' is for float32 or float16 rows, not dtype={dtype!r}")
+    if device == "cuda":
+        raise ValueError("prefilter='int8' is a CPU feature: use device='cpu' (or 'auto')")
 
 
 class DenseIndex:
@@ -137,6 +180,11 @@ class DenseIndex:
         How rows are stored (see the module docstring); ``"int8"`` is CPU only, ``"bfloat16"`` GPU only.
     device : {"auto", "cpu", "cuda"}, default "auto"
         ``"auto"`` takes the GPU when one is available (and ``dtype`` runs there), else the CPU.
+    prefilter : {None, "int8"}, default None
+        CPU, float32 / float16 rows: keep an int8 copy that one-query searches scan first, re-scoring
+        the candidates a proven bound leaves from the stored rows; exact results, ~3-4x faster
+        single-query scans, +26% memory at 384 dimensions (see the module docstring).
+        :meth:`set_prefilter` adds or drops it later.
 
     Examples
     --------
@@ -149,7 +197,8 @@ class DenseIndex:
     [['x', 'xy']]
     """
 
-    def __init__(self, dim: int, metric: str = "cosine", dtype: str = "float32", device: str = "auto") -> None:
+    def __init__(self, dim: int, metric: str = "cosine", dtype: str = "float32", device: str = "auto",
+                 prefilter: Optional[str] = None) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
             raise TypeError(f"dim must be an int, got {type(dim).__name__}")
         if dim < 1:
@@ -160,8 +209,9 @@ class DenseIndex:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        _check_prefilter(prefilter, dtype, device)
         if device == "auto":
-            device = "cuda" if dtype in _CUDA_DTYPES and cuda_available() else "cpu"
+            device = "cuda" if dtype in _CUDA_DTYPES and prefilter is None and cuda_available() else "cpu"
         if device == "cuda":
             if not cuda_available():
                 raise ValueError(f"device='cuda' asked for, but {_no_cuda_reason()}; use device='cpu' or 'auto'")
@@ -188,6 +238,11 @@ class DenseIndex:
             np_dtype = {"float32": np.float32, "float16": np.float16, "int8": np.int8}[dtype]
             self._data = np.empty((0, self.dim), np_dtype)
             self._aux = np.empty((0, 2), np.float32) if dtype == "int8" else None
+        self.prefilter: Optional[str] = None
+        self._pre: Optional[np.ndarray] = None       # int8 prefilter codes (capacity, dim), or None
+        self._pre_aux: Optional[np.ndarray] = None   # their (capacity, 4) float32 aux
+        if prefilter is not None:
+            self.set_prefilter(prefilter)
 
     # ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -205,8 +260,33 @@ class DenseIndex:
         return None if self._ids is None else self._ids[: self._n]
 
     def __repr__(self) -> str:
+        pre = "" if self.prefilter is None else f", prefilter={self.prefilter!r}"
         return (f"DenseIndex(dim={self.dim}, metric={self.metric!r}, dtype={self.dtype!r}, "
-                f"device={self.device!r}, n={len(self)})")
+                f"device={self.device!r}{pre}, n={len(self)})")
+
+    def set_prefilter(self, prefilter: Optional[str]) -> "DenseIndex":
+        """Add (``"int8"``) or drop (``None``) the int8 prefilter of a CPU float32 / float16 index; adding
+        it quantises every stored row (deleted ones included). Returns the index itself.
+
+        >>> import numpy as np, ragcore as rc
+        >>> x = np.random.default_rng(0).standard_normal((1000, 16)).astype(np.float32)
+        >>> index = rc.DenseIndex(16, device="cpu").add(x).set_prefilter("int8")
+        >>> plain = rc.DenseIndex(16, device="cpu").add(x)
+        >>> q = x[:1] + 0.1
+        >>> index.search(q, k=5).indices.tolist() == plain.search(q, k=5).indices.tolist()
+        True
+        """
+        _check_prefilter(prefilter, self.dtype, self.device)
+        if prefilter is None:
+            self.prefilter = self._pre = self._pre_aux = None
+            return self
+        cap = self._data.shape[0]
+        codes, aux = _prefilter_codes(np.asarray(self._data[: self._n], np.float32))
+        self._pre = np.empty((cap, self.dim), np.int8)
+        self._pre_aux = np.empty((cap, 4), np.float32)
+        self._pre[: self._n], self._pre_aux[: self._n] = codes, aux
+        self.prefilter = prefilter
+        return self
 
     # ----------------------------------------------------------------------------------------
     def _prepare(self, vectors: Any, what: str) -> np.ndarray:
@@ -238,6 +318,12 @@ class DenseIndex:
             aux = np.empty((new_cap, 2), np.float32)
             aux[: self._n] = self._aux[: self._n]
             self._aux = aux
+        if self._pre is not None:
+            pre = np.empty((new_cap, self.dim), np.int8)
+            pre[: self._n] = self._pre[: self._n]
+            pre_aux = np.empty((new_cap, 4), np.float32)
+            pre_aux[: self._n] = self._pre_aux[: self._n]
+            self._pre, self._pre_aux = pre, pre_aux
         if self._deleted is not None:
             dele = np.zeros(new_cap, np.uint8)
             dele[: self._n] = self._deleted[: self._n]
@@ -277,10 +363,13 @@ class DenseIndex:
             self._n += n
             return self
         rows, aux = self._encode_rows(arr)
+        pre = None if self._pre is None else _prefilter_codes(np.asarray(rows, np.float32))
         self._grow(self._n + n)
         self._data[self._n: self._n + n] = rows
         if aux is not None:
             self._aux[self._n: self._n + n] = aux
+        if pre is not None:
+            self._pre[self._n: self._n + n], self._pre_aux[self._n: self._n + n] = pre
         self._append_ids(id_arr, n)
         self._n += n
         return self
@@ -379,7 +468,10 @@ class DenseIndex:
         data = self._data[: self._n]
         aux = None if self._aux is None else self._aux[: self._n]
         dele = None if self._deleted is None or not self._n_deleted else self._deleted[: self._n]
-        idx, scores = _core.dense_search(data, aux, dele, q, k, nt, 0)
+        pre = pre_aux = None
+        if self._pre is not None:
+            pre, pre_aux = self._pre[: self._n], self._pre_aux[: self._n]
+        idx, scores = _core.dense_search(data, aux, dele, q, k, nt, 0, pre, pre_aux)
         return Hits(idx, scores, self.ids)
 
     def _search_cuda(self, queries: Any, k: int) -> Hits:
@@ -436,6 +528,9 @@ class DenseIndex:
         arrays = {"vectors": np.asarray(data)}
         if aux is not None:
             arrays["aux"] = np.asarray(aux)
+        if self._pre is not None:
+            arrays["pre_codes"] = np.asarray(self._pre[: self._n])
+            arrays["pre_aux"] = np.asarray(self._pre_aux[: self._n])
         if self._deleted is not None and self._n_deleted:
             arrays["deleted"] = np.asarray(self._deleted[: self._n])
         try:
@@ -443,7 +538,7 @@ class DenseIndex:
         except (TypeError, ValueError) as e:
             raise ValueError(f"index.info must be JSON-serialisable: {e}") from None
         meta = {"dim": self.dim, "metric": self.metric, "dtype": dtype, "n": self._n, "ids": None,
-                "info": self.info}
+                "info": self.info, "prefilter": self.prefilter}
         if self._ids is not None:
             if self._ids.dtype == object:
                 data_s, offsets = storage.encode_strings(self._ids[: self._n].tolist())
@@ -458,14 +553,24 @@ class DenseIndex:
     def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True,
              device: str = "auto") -> "DenseIndex":
         """Load an index saved by :meth:`save` (``mmap``: map the rows from disk, no copy; an
-        ``add`` copies them into memory first). ``device`` as in the constructor."""
+        ``add`` copies them into memory first). ``device`` as in the constructor; ``"auto"`` keeps an
+        index with an int8 prefilter on the CPU, and ``device="cuda"`` loads its float rows only."""
         manifest, arrays = storage.load_index(path, kind=_KIND, mmap=mmap, verify=verify)
         try:
             meta = manifest["meta"]
             dim, n, dtype = int(meta["dim"]), int(meta["n"]), meta["dtype"]
+            prefilter = meta.get("prefilter")
             if device == "auto":
-                device = "cpu" if dtype == "int8" or not cuda_available() else "cuda"
+                device = "cpu" if dtype == "int8" or prefilter or not cuda_available() else "cuda"
             obj = cls(dim, metric=meta["metric"], dtype=dtype, device=device)
+            if obj.device == "cuda":  # the GPU scans the float rows (the codes are a CPU scan's shortcut)
+                prefilter = None
+            _check_prefilter(prefilter, dtype, obj.device)
+            pre, pre_aux = arrays.get("pre_codes"), arrays.get("pre_aux")
+            if prefilter is not None and (pre is None or pre.dtype != np.int8 or pre.shape != (n, dim)
+                                          or pre_aux is None or pre_aux.dtype != np.float32
+                                          or pre_aux.shape != (n, 4)):
+                raise ValueError(f"an int8 prefilter without its (n, {dim}) int8 codes and (n, 4) float32 aux")
             vec = arrays["vectors"]
             want = {"float32": np.float32, "float16": np.float16, "int8": np.int8}[dtype]
             if vec.dtype != want or vec.shape != (n, dim):
@@ -492,6 +597,8 @@ class DenseIndex:
         else:
             obj._data = vec
             obj._aux = aux
+            if prefilter is not None:
+                obj._pre, obj._pre_aux, obj.prefilter = pre, pre_aux, prefilter
         obj._n = n
         obj._ids = ids
         obj.info = dict(meta.get("info") or {})

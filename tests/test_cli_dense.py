@@ -67,3 +67,22 @@ def test_dense_search_without_dense_index_is_a_clear_error(corpus, tmp_path, cap
     assert main(["index", str(corpus), "-o", str(out), "-q"]) == 0
     assert main(["search", str(out), "cats", "--mode", "dense"]) == 2
     assert "no dense index" in capsys.readouterr().err
+
+
+def test_index_dense_prefilter_and_hybrid_weights(corpus, tmp_path, encoder_dir, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", str(corpus), "-o", str(out), "-q", "--dense", "--encoder", str(encoder_dir),
+                 "--encoder-precision", "float32", "--dense-prefilter", "--device", "cpu"]) == 0
+    dense = rc.DenseIndex.load(out / "dense")
+    assert dense.prefilter == "int8" and dense.device == "cpu"
+    capsys.readouterr()
+    assert main(["search", str(out), "What is the capital of France?", "-k", "2", "--mode", "dense"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["1", "fr"]
+    # weights: dense only (0 for BM25) gives dense's ranking under RRF
+    assert main(["search", str(out), "What is the capital of France?", "-k", "2", "--mode", "hybrid",
+                 "--weights", "0", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["1", "fr"]
+    assert main(["search", str(out), "cats", "--weights", "1", "1"]) == 2
+    assert "--weights is for --mode hybrid" in capsys.readouterr().err
+    assert main(["search", str(out), "cats", "--mode", "hybrid", "--weights", "0", "0"]) == 2
+    assert "weight" in capsys.readouterr().err

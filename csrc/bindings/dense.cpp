@@ -26,9 +26,10 @@ dense::DType dtype_of(const py::array& a) {
   RAGCORE_THROW_(type_error, "vectors have dtype " << dtype_str(a) << ", expected float32, float16 or int8");
 }
 
-// search(data, aux, deleted, queries, k, threads, path) -> (indices (nq,k) int64, scores (nq,k) float32)
+// search(data, aux, deleted, queries, k, threads, path, pre, pre_aux)
+//   -> (indices (nq,k) int64, scores (nq,k) float32)
 py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::array queries, int k, int threads,
-                       int path) {
+                       int path, py::object pre, py::object pre_aux) {
   dense::Collection c;
   c.dtype = dtype_of(data);
   RAGCORE_CHECK(data.ndim() == 2, "vectors must be 2-d (n, dim), got " << data.ndim() << " dimensions");
@@ -46,6 +47,24 @@ py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::a
                       (aux_a.flags() & py::array::c_style),
                   "int8 scales must be a C-contiguous (" << c.n << ", 2) array");
     c.aux = static_cast<const float*>(aux_a.data());
+  }
+  py::array pre_a, pre_aux_a;
+  if (!pre.is_none()) {
+    RAGCORE_CHECK(c.dtype != dense::DType::i8, "an int8 prefilter is for float32 or float16 rows");
+    pre_a = py::array::ensure(pre);
+    RAGCORE_CHECK_TYPE(pre_a && pre_a.dtype().kind() == 'i' && pre_a.itemsize() == 1, "prefilter codes must be int8");
+    RAGCORE_CHECK(pre_a.ndim() == 2 && pre_a.shape(0) == c.n && pre_a.shape(1) == c.dim &&
+                      (pre_a.flags() & py::array::c_style),
+                  "prefilter codes must be a C-contiguous (" << c.n << ", " << c.dim << ") array");
+    RAGCORE_CHECK(!pre_aux.is_none(), "prefilter codes need their (n, 4) float32 aux");
+    pre_aux_a = py::array::ensure(pre_aux);
+    RAGCORE_CHECK_TYPE(pre_aux_a && pre_aux_a.dtype().kind() == 'f' && pre_aux_a.itemsize() == 4,
+                       "prefilter aux must be float32");
+    RAGCORE_CHECK(pre_aux_a.ndim() == 2 && pre_aux_a.shape(0) == c.n && pre_aux_a.shape(1) == 4 &&
+                      (pre_aux_a.flags() & py::array::c_style),
+                  "prefilter aux must be a C-contiguous (" << c.n << ", 4) array");
+    c.pre = static_cast<const int8_t*>(pre_a.data());
+    c.pre_aux = static_cast<const float*>(pre_aux_a.data());
   }
   if (!deleted.is_none()) {
     del_a = py::array::ensure(deleted);
@@ -79,8 +98,10 @@ py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::a
 
 void bind_dense(py::module_& m) {
   m.def("dense_search", &dense_search, py::arg("data"), py::arg("aux"), py::arg("deleted"), py::arg("queries"),
-        py::arg("k"), py::arg("threads") = 1, py::arg("path") = 0,
-        "Top-k inner product over (n, dim) float32/float16/int8 rows; see ragcore/dense.hpp.");
+        py::arg("k"), py::arg("threads") = 1, py::arg("path") = 0, py::arg("pre") = py::none(),
+        py::arg("pre_aux") = py::none(),
+        "Top-k inner product over (n, dim) float32/float16/int8 rows (optionally with an int8 prefilter: "
+        "codes (n, dim) and aux (n, 4)); see ragcore/dense.hpp.");
   m.def(
       "read_probe",
       [](py::array a, int threads) {

@@ -824,18 +824,46 @@ float exact_score(const Kernels& K, const Collection& c, const float* q, int64_t
 // |q_d| <= 127 sq), the exact score s = scale * (q . x) and the integer estimate a = scale * sq * (qq . x)
 // differ by at most scale * (sq / 2) * |x|_1. The float rounding of a and of the bound is covered by
 // a relative slack far above float epsilon.
-void scan_i8(const Kernels& K, const Collection& c, const int8_t* qq, float sq, int64_t b, int64_t e, BoundScan& st) {
+struct I8Bound {  // int8 rows: aux (n, 2) = (scale, L1 of the codes)
+  static constexpr int stride = 2;
+  float sq;
+  float operator()(const float* aux, float a) const {
+    return aux[0] * sq * (0.5f * aux[1]) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f + 1e-30f;
+  }
+};
+
+// The prefilter of f32 / f16 rows: x = scale * c + r (c the codes, r the residual), q = sq * qq + e. Then
+// q . x = scale * sq * (qq . c) + e . (scale * c) + q . r, with |e . (scale c)| <= min(sq/2 * scale |c|_1,
+// |e|_2 |scale c|_2) and |q . r| <= |q|_2 |r|_2 (Cauchy-Schwarz). The stored rows' own float score
+// differs from q . x by float rounding, at most ~dim/8 * 2^-24 * |q|_2 |x|_2 with 8-lane accumulation and
+// dim * 2^-24 * |q|_2 |x|_2 for the scalar kernels: the 3e-5 |q| (|scale c| + |r|) term covers both for
+// any dim up to ~500, and scales with dim beyond that.
+struct PreBound {  // pre_aux (n, 4) = (scale, scale * L1(c) / 2, L2(scale c), L2(r))
+  static constexpr int stride = 4;
+  float sq, en, qn, round;  // en = |e|_2, qn = |q|_2 (rounded up), round = the rounding factor
+  float operator()(const float* aux, float a) const {
+    const float query_err = std::min(sq * aux[1], en * aux[2]);
+    return (query_err + qn * aux[3] + round * qn * (aux[2] + aux[3])) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f +
+           1e-30f;
+  }
+};
+
+/// Scan int8 codes of rows [b, e) (row r at codes + r * dim, its aux at aux + r * Bound::stride) with the
+/// quantised query, keeping the candidates the bound cannot rule out.
+template <class Bound>
+void scan_codes(const Kernels& K, const Collection& c, const int8_t* codes, const float* aux_all, const int8_t* qq,
+                float sq, const Bound& bound_of, int64_t b, int64_t e, BoundScan& st) {
   int32_t dots[kScanBlock];
   float upper[kScanBlock], lowerb[kScanBlock];
   int pos[kScanBlock];
   for (int64_t r = b; r < e; r += kScanBlock) {
     const int nr = static_cast<int>(std::min<int64_t>(kScanBlock, e - r));
-    K.dots_i8(qq, i8_rows(c, r), nr, c.dim, dots);
-    const float* aux = c.aux + 2 * r;
+    K.dots_i8(qq, codes + r * c.dim, nr, c.dim, dots);
+    const float* aux = aux_all + Bound::stride * r;
     for (int t = 0; t < nr; ++t) {
-      const float scale = aux[2 * t];
-      const float a = scale * sq * static_cast<float>(dots[t]);
-      const float bound = scale * sq * (0.5f * aux[2 * t + 1]) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f + 1e-30f;
+      const float* at = aux + Bound::stride * t;
+      const float a = at[0] * sq * static_cast<float>(dots[t]);
+      const float bound = bound_of(at, a);
       upper[t] = a + bound;
       lowerb[t] = a - bound;
     }
@@ -858,12 +886,28 @@ void search_scan(const Kernels& K, const Collection& c, const float* queries, in
   for (int64_t qi = 0; qi < nq; ++qi) {
     const float* q = queries + qi * dim;
     TopK final_top(static_cast<size_t>(k));
-    if (c.dtype == DType::i8) {
+    if (c.dtype == DType::i8 || c.pre) {
       const float sq = quantize_query(q, dim, qq.data());
       std::vector<BoundScan> st;
       for (int w = 0; w < workers; ++w) st.emplace_back(k);
-      parallel_for(static_cast<size_t>(c.n), workers, static_cast<size_t>(kScanChunk),
-                   [&](int w, size_t b, size_t e) { scan_i8(K, c, qq.data(), sq, b, e, st[w]); });
+      if (c.pre) {
+        double qn2 = 0, en2 = 0;
+        for (int d = 0; d < dim; ++d) {
+          const double err = static_cast<double>(q[d]) - static_cast<double>(sq) * qq[d];
+          qn2 += static_cast<double>(q[d]) * q[d];
+          en2 += err * err;
+        }
+        const PreBound pb{sq, static_cast<float>(std::sqrt(en2) * (1 + 1e-6)),
+                          static_cast<float>(std::sqrt(qn2) * (1 + 1e-6)),
+                          3e-5f * std::max(1.f, static_cast<float>(dim) / 500.f)};
+        parallel_for(static_cast<size_t>(c.n), workers, static_cast<size_t>(kScanChunk),
+                     [&](int w, size_t b, size_t e) { scan_codes(K, c, c.pre, c.pre_aux, qq.data(), sq, pb, b, e, st[w]); });
+      } else {
+        const I8Bound ib{sq};
+        parallel_for(static_cast<size_t>(c.n), workers, static_cast<size_t>(kScanChunk), [&](int w, size_t b, size_t e) {
+          scan_codes(K, c, i8_rows(c, 0), c.aux, qq.data(), sq, ib, b, e, st[w]);
+        });
+      }
       TopK lower(static_cast<size_t>(k));  // the k-th best lower bound over all workers
       for (auto& s : st) s.lower.for_each([&](float v, int64_t i) { lower.push(v, i); });
       lower.tighten();
@@ -1027,6 +1071,8 @@ void search_path(const Collection& c, const float* queries, int64_t nq, int k, i
   RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
   RAGCORE_CHECK(c.dim >= 1, "dim must be >= 1, got " << c.dim);
   RAGCORE_CHECK(c.dtype != DType::i8 || c.aux != nullptr || c.n == 0, "int8 collection without scales");
+  RAGCORE_CHECK(!c.pre || (c.pre_aux != nullptr && c.dtype != DType::i8), "an int8 prefilter needs its (n, 4) "
+                "aux and float32 or float16 rows");
   if (nq <= 0) return;
   threads = std::max(threads, 1);
   const Kernels& K = kernels();

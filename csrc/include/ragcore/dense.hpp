@@ -10,6 +10,9 @@
 //        respect to what is stored. The few-query path scans with the query quantised to int8 too
 //        (integer dot products, 4x fewer bytes than float32) and keeps every row whose score could
 //        still reach the top-k under a proven error bound, then re-scores those rows exactly.
+//   f32 / f16 with an int8 prefilter (Collection::pre): one query scans int8 codes of the rows the same
+//        way and re-scores the candidates from the f32 / f16 rows; the bound also covers the rows'
+//        quantisation residual, so results equal a scan of the stored rows.
 //
 // Two paths: few queries (< kBlockedMinQueries) scan the rows once per query, scoring a small block
 // into L1 and selecting against the running threshold (rows split over threads); more queries go
@@ -35,6 +38,13 @@ struct Collection {
   int dim = 0;
   const float* aux = nullptr;     // i8 only: (n, 2) = (scale, L1 norm of the int8 row)
   const uint8_t* deleted = nullptr;  // (n,) 1 = tombstoned, or null
+  // Optional int8 prefilter of f32 / f16 rows (few-query path only): codes (n, dim) of the stored rows
+  // quantised per row (row ~= scale * code), and pre_aux (n, 4) = (scale, scale * L1(code) / 2,
+  // L2(scale * code), L2(row - scale * code)) with the norms rounded up. One query scans the codes
+  // (a quarter of float32's bytes) and re-scores exactly, from the stored rows, every row whose score
+  // could still reach the top-k under a proven bound: the results are those of the stored rows.
+  const int8_t* pre = nullptr;
+  const float* pre_aux = nullptr;
 };
 
 /// Queries with fewer rows than this take the scan path; more take the blocked path.
