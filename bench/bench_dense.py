@@ -144,6 +144,23 @@ class Numpy:
         return np.take_along_axis(part, order, 1), np.take_along_axis(ps, order, 1)
 
 
+class ReadProbe:
+    """Not an engine: one streaming read of the float32 rows per "query" (ragcore's read_probe), timed in
+    the same loop as the batch-1 rows, so their GB/s has a bandwidth reference measured at the same time."""
+    name = "(read probe: the float32 rows, streamed once)"
+    single_only = True
+
+    def build(self, x):
+        self.x = x
+        self.bytes_per_row = 4 * x.shape[1]
+
+    def search(self, q, k, threads):
+        from ragcore import _core
+
+        _core.read_probe(self.x, threads)
+        return None, None
+
+
 def recall_at(ids, truth, k=10):
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, truth)]))
 
@@ -161,18 +178,22 @@ def run_size(n, args, all_threads, rows_out):
                Faiss()]
     if not args.no_numpy:
         engines.append(Numpy())
+    engines.append(ReadProbe())
     for e in engines:
         t0 = time.perf_counter()
         e.build(x)
         e.build_s = time.perf_counter() - t0
     truth = engines[0].search(queries[:200], 10, all_threads)[0]
-    recalls = {e.name: recall_at(e.search(queries[:200], 10, all_threads)[0], truth) for e in engines}
+    recalls = {e.name: recall_at(e.search(queries[:200], 10, all_threads)[0], truth) if e.name[0] != "(" else
+               float("nan") for e in engines}
     n_single = args.single_queries if n <= 200_000 else max(args.single_queries // 4, 5)
     n_batch = args.batch
     for threads in sorted({1, all_threads}):
         for k in (10, 100):
             for e in engines:
                 # batch 1: a stream of single queries, one per call
+                if e.name[0] == "(" and k != 10:
+                    continue
                 qs = queries[:n_single]
                 t, _ = median_time(lambda: [e.search(qs[i:i + 1], k, threads) for i in range(len(qs))],
                                    args.repeats)
@@ -357,8 +378,11 @@ def write_report(res, out_dir: Path, stem: str):
             ref = next((f for f in rows if f["engine"].startswith("faiss") and f["threads"] == r["threads"]
                         and f["k"] == r["k"] and f["batch"] == r["batch"]), None)
             ratio = f"{r['qps'] / ref['qps']:.2f}" if ref else ""
+            probe = r["engine"].startswith("(")
+            gflops = "" if probe else f"{r['gflops']:.1f}"
+            recall = "" if np.isnan(r["recall10"]) else f"{r['recall10']:.4f}"
             lines.append(f"| {r['engine']} | {r['threads']} | {r['k']} | {r['batch']} | {r['qps']:,.1f} | "
-                         f"{r['gbps']:.1f} | {r['gflops']:.1f} | {r['recall10']:.4f} | {ratio} |")
+                         f"{r['gbps']:.1f} | {gflops} | {recall} | {'' if probe else ratio} |")
     re_ = res.get("real_embeddings", {})
     lines.append("\n## Real embeddings (all-MiniLM-L6-v2, ragcore.Encoder float32) on ../shared/data\n")
     if "skipped" in re_:
