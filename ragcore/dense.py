@@ -122,27 +122,19 @@ def _normalised(arr: np.ndarray, what: str) -> np.ndarray:
     return (arr / norms[:, None]).astype(np.float32)
 
 
-def _prefilter_codes(x: np.ndarray):
-    """The int8 prefilter of rows x (n, dim) as stored (float32 values): codes (n, dim) int8 (per-row
+def _prefilter_codes(x: np.ndarray, threads: int = _ALL_THREADS):
+    """The int8 prefilter of rows x (n, dim) as stored (their float32 values): codes (n, dim) int8 (per-row
     symmetric scale) and aux (n, 4) float32 = (scale, scale * L1(codes) / 2, L2(scale * codes),
-    L2(x - scale * codes)), the norms computed in float64 and rounded up (see dense.hpp)."""
+    L2(x - scale * codes)), the norms in float64 rounded up (ragcore/dense.hpp; computed in C++)."""
     n, dim = x.shape
+    if x.dtype == np.float32 and x.flags.c_contiguous:
+        return _core.dense_prefilter_codes(x, threads)
     codes = np.empty((n, dim), np.int8)
     aux = np.empty((n, 4), np.float32)
-    step = max(1, (1 << 24) // max(dim, 1))  # ~128 MiB of float64 temporaries per chunk
+    step = max(1, (1 << 24) // max(dim, 1))  # float16 rows: converted 64 MiB at a time
     for b in range(0, n, step):
-        xs = x[b: b + step].astype(np.float32, copy=False)
-        amax = np.abs(xs).max(axis=1) if xs.size else np.zeros(xs.shape[0], np.float32)
-        scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-        c = np.clip(np.rint(xs / scale[:, None]), -127, 127)
-        codes[b: b + step] = c
-        hat = c.astype(np.float64) * scale.astype(np.float64)[:, None]
-        up = 1.0 + 1e-6
-        aux[b: b + step, 0] = scale
-        aux[b: b + step, 1] = scale.astype(np.float64) * np.abs(c).sum(axis=1) * 0.5 * up
-        aux[b: b + step, 2] = np.sqrt(np.einsum("ij,ij->i", hat, hat)) * up
-        r = xs.astype(np.float64) - hat
-        aux[b: b + step, 3] = np.sqrt(np.einsum("ij,ij->i", r, r)) * up
+        codes[b: b + step], aux[b: b + step] = _core.dense_prefilter_codes(
+            np.ascontiguousarray(x[b: b + step], np.float32), threads)
     return codes, aux
 
 
@@ -281,7 +273,7 @@ class DenseIndex:
             self.prefilter = self._pre = self._pre_aux = None
             return self
         cap = self._data.shape[0]
-        codes, aux = _prefilter_codes(np.asarray(self._data[: self._n], np.float32))
+        codes, aux = _prefilter_codes(self._data[: self._n])
         self._pre = np.empty((cap, self.dim), np.int8)
         self._pre_aux = np.empty((cap, 4), np.float32)
         self._pre[: self._n], self._pre_aux[: self._n] = codes, aux
@@ -363,7 +355,7 @@ class DenseIndex:
             self._n += n
             return self
         rows, aux = self._encode_rows(arr)
-        pre = None if self._pre is None else _prefilter_codes(np.asarray(rows, np.float32))
+        pre = None if self._pre is None else _prefilter_codes(rows)
         self._grow(self._n + n)
         self._data[self._n: self._n + n] = rows
         if aux is not None:

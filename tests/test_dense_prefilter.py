@@ -179,3 +179,38 @@ def test_the_bound_covers_each_quantisation_error(isa, which):
     want = plain.search(q, k=1)
     assert want.indices.tolist() == [[0]]
     same(pre.search(q, k=1), want)
+
+
+def numpy_prefilter(x):
+    """The prefilter's codes and aux in numpy (float64 norms, rounded up by 1e-6), as dense.hpp defines them."""
+    xs = x.astype(np.float32)
+    amax = np.abs(xs).max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    c = np.clip(np.rint(xs / scale[:, None]), -127, 127)
+    hat = c.astype(np.float64) * scale.astype(np.float64)[:, None]
+    up = 1.0 + 1e-6
+    aux = np.stack([scale, scale.astype(np.float64) * np.abs(c).sum(axis=1) * 0.5 * up,
+                    np.sqrt((hat * hat).sum(1)) * up, np.sqrt(((xs - hat) ** 2).sum(1)) * up], 1)
+    return c.astype(np.int8), aux.astype(np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_codes_match_numpy(threads):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5000, 37)).astype(np.float32)
+    x[0] = 0.0                                   # zero row: scale 1
+    x[1] = 1e-30                                 # subnormal-range scales
+    x[2] *= 1e30                                 # large values
+    x[3, 0], x[3, 1:] = 127.0, np.arange(36) - 17.5  # scale 1 and exact halves: ties to even
+    codes, aux = rc.dense._prefilter_codes(x, threads)
+    want_c, want_a = numpy_prefilter(x)
+    assert np.array_equal(codes, want_c)
+    np.testing.assert_allclose(aux, want_a, rtol=1e-6, atol=0)
+    # float16 rows go through float32 in chunks
+    h = x[4:].astype(np.float16)
+    codes, aux = rc.dense._prefilter_codes(h)
+    want_c, want_a = numpy_prefilter(h.astype(np.float32))
+    assert np.array_equal(codes, want_c)
+    np.testing.assert_allclose(aux, want_a, rtol=1e-6, atol=0)
+    with pytest.raises(TypeError, match="float32"):
+        _core.dense_prefilter_codes(h)

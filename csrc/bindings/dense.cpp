@@ -103,6 +103,27 @@ void bind_dense(py::module_& m) {
         "Top-k inner product over (n, dim) float32/float16/int8 rows (optionally with an int8 prefilter: "
         "codes (n, dim) and aux (n, 4)); see ragcore/dense.hpp.");
   m.def(
+      "dense_prefilter_codes",
+      [](py::array x, int threads) {
+        RAGCORE_CHECK_TYPE(x.dtype().kind() == 'f' && x.itemsize() == 4, "rows have dtype " << dtype_str(x)
+                                                                                          << ", expected float32");
+        RAGCORE_CHECK(x.ndim() == 2 && (x.flags() & py::array::c_style), "rows must be a C-contiguous (n, dim) array");
+        const int64_t n = x.shape(0);
+        const int dim = static_cast<int>(x.shape(1));
+        py::array_t<int8_t> codes({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dim)});
+        py::array_t<float> aux({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(4)});
+        const float* px = static_cast<const float*>(x.data());
+        int8_t* pc = codes.mutable_data();
+        float* pa = aux.mutable_data();
+        {
+          py::gil_scoped_release release;
+          dense::prefilter_codes(px, n, dim, threads, pc, pa);
+        }
+        return py::make_tuple(codes, aux);
+      },
+      py::arg("rows"), py::arg("threads") = 1,
+      "The int8 prefilter (codes (n, dim) int8, aux (n, 4) float32) of float32 rows; see ragcore/dense.hpp.");
+  m.def(
       "read_probe",
       [](py::array a, int threads) {
         RAGCORE_CHECK(a.flags() & py::array::c_style, "array must be C-contiguous");

@@ -1090,6 +1090,33 @@ void search(const Collection& c, const float* queries, int64_t nq, int k, int th
   search_path(c, queries, nq, k, threads, 0, out_idx, out_scores);
 }
 
+void prefilter_codes(const float* x, int64_t n, int dim, int threads, int8_t* codes, float* aux) {
+  parallel_for(static_cast<size_t>(std::max<int64_t>(n, 0)), std::max(threads, 1), 2048, [&](int, size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      const float* r = x + i * static_cast<size_t>(dim);
+      int8_t* c = codes + i * static_cast<size_t>(dim);
+      float amax = 0.f;
+      for (int d = 0; d < dim; ++d) amax = std::max(amax, std::fabs(r[d]));
+      const float scale = amax > 0.f ? amax / 127.f : 1.f;
+      double l1 = 0, hat2 = 0, res2 = 0;
+      for (int d = 0; d < dim; ++d) {
+        const float v = std::max(-127.f, std::min(127.f, std::nearbyint(r[d] / scale)));
+        c[d] = static_cast<int8_t>(v);
+        const double h = static_cast<double>(v) * scale, rr = static_cast<double>(r[d]) - h;
+        l1 += std::fabs(v);
+        hat2 += h * h;
+        res2 += rr * rr;
+      }
+      constexpr double up = 1.0 + 1e-6;  // rounds the float32 results up past any rounding of their own
+      float* a = aux + 4 * i;
+      a[0] = scale;
+      a[1] = static_cast<float>(static_cast<double>(scale) * l1 * 0.5 * up);
+      a[2] = static_cast<float>(std::sqrt(hat2) * up);
+      a[3] = static_cast<float>(std::sqrt(res2) * up);
+    }
+  });
+}
+
 uint64_t read_probe(const void* data, size_t bytes, int threads) {
   // XOR of every 8-byte word: a pure streaming read (the benchmarks' memory-bandwidth reference).
   const uint64_t* w = static_cast<const uint64_t*>(data);

@@ -59,6 +59,11 @@ void search(const Collection& c, const float* queries, int64_t nq, int k, int th
 void search_path(const Collection& c, const float* queries, int64_t nq, int k, int threads, int path,
                  int64_t* out_indices, float* out_scores);
 
+/// The int8 prefilter of `n` float32 rows (n, dim): codes (n, dim) and aux (n, 4) as Collection::pre and
+/// pre_aux describe them (per-row scale max|x| / 127, codes rounded half to even; norms in double,
+/// rounded up by a relative 1e-6).
+void prefilter_codes(const float* x, int64_t n, int dim, int threads, int8_t* codes, float* aux);
+
 /// XOR of the 8-byte words of [data, data + bytes), read by `threads` threads: the benchmarks time it
 /// as the machine's streaming read bandwidth.
 uint64_t read_probe(const void* data, size_t bytes, int threads);
