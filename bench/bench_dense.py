@@ -90,8 +90,9 @@ class Ragcore:
     def __init__(self, dtype, prefilter=None):
         self.dtype, self.prefilter = dtype, prefilter
         self.name = f"ragcore {dtype}" + (f"+{prefilter} prefilter" if prefilter else "")
-        # the prefilter changes one-query scans only: batches take the float32 rows' path (rows above)
-        self.single_only = prefilter is not None
+        # the prefilter's batches take the codes' vpdpbusd tiles on AVX-512 without AMX; elsewhere the float
+        # rows' path, which the float32 rows above already measure
+        self.single_only = prefilter is not None and dense_isa() != "avx512"
 
     def build(self, x):
         import ragcore as rc
@@ -433,7 +434,14 @@ def main():
                     help="only the GPU rows (on a lent GPU machine: tools/device_check.sh); implies --no-quality")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--stem", default="dense")
+    ap.add_argument("--isa", default="auto",
+                    help="force ragcore's kernel set (amx, avx512, avx2, scalar): e.g. avx512 on an AMX machine "
+                         "measures what AVX-512 CPUs without AMX run")
     args = ap.parse_args()
+    if args.isa != "auto":
+        from ragcore import _core
+
+        _core.dense_set_isa(args.isa)
     if args.quick:
         args.sizes, args.repeats, args.single_queries, args.batch = "20000", 2, 10, 200
     all_threads = len(os.sched_getaffinity(0))

@@ -1,7 +1,8 @@
-"""DenseIndex(prefilter="int8"): one-query searches scan int8 codes and re-score under a proven bound. The
-oracle is the same index without the prefilter (a plain scan of the same stored rows): ids and scores must
-be identical, bit for bit, on every instruction set, for float32 and float16 rows, cosine and inner
-product (norms over four orders of magnitude), near-duplicates, deletes, threads and k; and numpy."""
+"""DenseIndex(prefilter="int8"): one-query searches scan int8 codes and re-score under a proven bound (and,
+with AVX-512 VNNI but no AMX, so do batches, by vpdpbusd tiles). The oracle is the same index without the
+prefilter (the stored rows scored directly): ids and scores must be identical, bit for bit, on every
+instruction set, for float32 and float16 rows, cosine and inner product (norms over four orders of
+magnitude), near-duplicates, deletes, threads and k, one query and batches; and numpy."""
 import json
 
 import numpy as np
@@ -34,6 +35,19 @@ def same(a, b):
     assert np.array_equal(a.scores, b.scores)
 
 
+def scanned(index, q, k, threads=1):
+    """What the prefilter must return: the plain index's results with the kernel that re-scores its
+    candidates, the one-query scan. A batch of the plain float rows returns the same on AMX (which
+    re-scores with it too) and on CPUs without AVX-512 VNNI (where the prefilter's batches take the float
+    rows' path as well); with AVX-512 VNNI but no AMX the plain batch's matrix-product kernel rounds
+    differently, so the reference is the plain scan, one query at a time."""
+    q = np.atleast_2d(q)
+    if len(q) < 4 or _core.dense_isa() != "avx512":
+        return index.search(q, k=k, threads=threads)
+    hits = [index.search(q[i], k=k, threads=threads) for i in range(len(q))]
+    return rc.Hits(np.concatenate([h.indices for h in hits]), np.concatenate([h.scores for h in hits]))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("n,dim", [(1, 1), (5, 3), (97, 33), (3000, 384), (40000, 24)])
 def test_identical_to_the_plain_scan(isa, dtype, n, dim):
@@ -46,6 +60,12 @@ def test_identical_to_the_plain_scan(isa, dtype, n, dim):
                 hp, hq = plain.search(q, k=k, threads=threads), pre.search(q, k=k, threads=threads)
                 same(hp, hq)
             check(hq, rows, q[None], k)
+    qs = unit(rng, 29, dim)  # batches: two whole 12-query tiles and a partial one
+    for k in (1, 10, 150):
+        for threads in (1, 2):
+            hq = pre.search(qs, k=k, threads=threads)
+            same(scanned(plain, qs, k), hq)
+        check(hq, rows, qs, k)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -60,8 +80,8 @@ def test_near_duplicates_and_wide_norms(isa, dtype, metric):
     plain, pre = pair(x, dtype, metric)
     q = np.repeat(base[:2], 3, 0) + 1e-3 * rng.standard_normal((6, 96)).astype(np.float32)
     for k in (1, 30, 400):
-        for nq in (1, 3):  # the scan path: up to three queries per call
-            same(plain.search(q[:nq], k=k, threads=2), pre.search(q[:nq], k=k, threads=2))
+        for nq in (1, 3, 6):  # the scan path (up to three queries per call), then a batch
+            same(scanned(plain, q[:nq], k), pre.search(q[:nq], k=k, threads=2))
 
 
 def test_deletes_ties_and_constant_rows(isa):
@@ -73,9 +93,10 @@ def test_deletes_ties_and_constant_rows(isa):
     gone = rng.choice(5000, 1500, replace=False)
     plain.delete(gone)
     pre.delete(gone)
-    for q in (x[7], rng.standard_normal(40).astype(np.float32), np.zeros(40, np.float32)):
+    queries = (x[7], rng.standard_normal(40).astype(np.float32), np.zeros(40, np.float32))
+    for q in queries + (np.stack(queries + queries),):  # one by one, then as a batch of six
         for k in (1, 50, 5000):
-            same(plain.search(q, k=k, threads=2), pre.search(q, k=k, threads=2))
+            same(scanned(plain, q, k), pre.search(q, k=k, threads=2))
 
 
 @settings(max_examples=40, deadline=None)
@@ -99,7 +120,7 @@ def test_batches_and_adds_after_the_prefilter():
         pre.add(part)
     assert pre.ntotal == 3000 and pre._pre.shape[0] >= 3000
     q = unit(rng, 20, 64)
-    same(plain.search(q, k=7), pre.search(q, k=7))          # blocked path: the float rows
+    same(scanned(plain, q, 7), pre.search(q, k=7))          # blocked path
     same(plain.search(q[:1], k=7), pre.search(q[:1], k=7))  # scan path: the codes
 
 
@@ -179,6 +200,8 @@ def test_the_bound_covers_each_quantisation_error(isa, which):
     want = plain.search(q, k=1)
     assert want.indices.tolist() == [[0]]
     same(pre.search(q, k=1), want)
+    batch = np.repeat(q[None], 5, 0)   # the batch path (vpdpbusd tiles where they run) has the same bound
+    same(pre.search(batch, k=1), scanned(plain, batch, 1))
 
 
 def numpy_prefilter(x):
