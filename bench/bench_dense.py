@@ -90,9 +90,9 @@ class Ragcore:
     def __init__(self, dtype, prefilter=None):
         self.dtype, self.prefilter = dtype, prefilter
         self.name = f"ragcore {dtype}" + (f"+{prefilter} prefilter" if prefilter else "")
-        # the prefilter's batches take the codes' vpdpbusd tiles on AVX-512 without AMX; elsewhere the float
-        # rows' path, which the float32 rows above already measure
-        self.single_only = prefilter is not None and dense_isa() != "avx512"
+        # the prefilter's batches take the codes' integer tiles with AMX (k <= 40) or AVX-512 VNNI; on AVX2 the
+        # float rows' path, which the float32 rows already measure
+        self.single_only = prefilter is not None and dense_isa() not in ("avx512", "amx")
 
     def build(self, x):
         import ragcore as rc

@@ -26,10 +26,10 @@ at 384 dimensions: one byte per dimension and four floats per row). One query (u
 then scans the int8 copy, a quarter of float32's bytes, keeps every row whose score could still reach
 the top-k under a proven bound on both quantisation errors (the query's and the row's), and re-scores
 those from the stored rows: the results are exactly those of a scan of the float rows (same ids, same
-scores), at close to int8's speed when the scan is memory-bound. Batches are compute-bound: on CPUs with
-AVX-512 VNNI but no AMX they score the int8 copy with integer tiles (4x float32's multiply-adds per
-instruction) under the same bound and re-score exactly; with AMX (bf16 tiles, faster still) and on
-AVX2 they take the float rows' path.
+scores), at close to int8's speed when the scan is memory-bound. Batches are compute-bound: with AMX
+(k <= 40) or AVX-512 VNNI they score the int8 copy with integer tiles (AMX-INT8 has twice bf16's rate,
+``vpdpbusd`` four times float32's multiply-adds per instruction) under the same bound and re-score
+exactly; on AVX2, and with AMX for larger k, they take the float rows' path.
 """
 from __future__ import annotations
 

@@ -76,6 +76,12 @@ struct Kernels {
 // per 32-bit lane; 12 queries x 32 rows per register tile.
 constexpr int kI8TileQ = 12;
 struct I8TileKernels {
+  // queries per tile call; dimension groups (of 4) rounded up to a multiple of group_align; AMX takes the
+  // queries row-major (bytes qq + 128, groups * 4 per query) instead of Qp's interleaved int32 layout
+  int tile_q, group_align;
+  bool row_major_queries;
+  void (*begin)();  // tile configuration (AMX) around a thread's calls, or null
+  void (*end)();
   // rows [0, nr) of codes X (nr, dim) into panels of 16 rows, P[p][g][j] = the 4 codes of row p*16+j at
   // dimensions 4g..4g+3 as one int32 (zero past dim and past nr; np rounded up to even), rs[j] = the
   // sum of row j's codes
@@ -645,7 +651,7 @@ RAGCORE_AVX512 int i8_filter_avx512(const int32_t* dot, const int32_t* rs, const
   }
   return cnt;
 }
-const I8TileKernels kI8TileAvx512 = {i8_pack, i8_tile_avx512, i8_filter_avx512};
+const I8TileKernels kI8TileAvx512 = {kI8TileQ, 1, false, nullptr, nullptr, i8_pack, i8_tile_avx512, i8_filter_avx512};
 
 const Kernels kAvx512 = {"avx512",        scores_f32_avx2,   scores_f16_avx512, dots_i8_avx512,  dot_f32_i8_avx2,
                          pack_avx2,       kAvx512TileQ,      tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
@@ -796,10 +802,47 @@ RAGCORE_AMX int amx_filter(const float* a, const float* norms, int n, float qs, 
 }
 
 const AmxKernels kAmxKernels = {amx_begin, amx_end, amx_pack, amx_queries, amx_scores, amx_filter};
+
+// int8 codes on AMX: TDPBUSD (unsigned query bytes x signed codes, int32 sums), 32 queries x 32 rows x 64
+// dimensions per step. The rows are i8_pack's panels, whose 16 groups of a 64-dimension chunk are a B tile
+// as they stand; the queries are row-major bytes (A tiles of 16 queries x 64 bytes).
+#define RAGCORE_AMX_I8 \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")))
+RAGCORE_AMX_I8 void amx_i8_tile(const int32_t* Qp, int, const int32_t* P, int np, int groups, int32_t* out,
+                                int64_t ldo) {
+  const uint8_t* Q0 = reinterpret_cast<const uint8_t*>(Qp);
+  const int64_t qstride = static_cast<int64_t>(groups) * 4;  // bytes per query
+  const uint8_t* Q1 = Q0 + 16 * qstride;
+  const int nc = groups / 16;
+  const int64_t panel = static_cast<int64_t>(groups) * 16;   // int32 per panel
+  for (int p = 0; p < np; p += 2) {
+    const int32_t* P0 = P + p * panel;
+    const int32_t* P1 = P0 + panel;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int c = 0; c < nc; ++c) {
+      _tile_loadd(4, Q0 + c * 64, qstride);
+      _tile_loadd(5, Q1 + c * 64, qstride);
+      _tile_loadd(6, P0 + c * 256, 64);
+      _tile_loadd(7, P1 + c * 256, 64);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+    int32_t* o = out + p * 16;
+    _tile_stored(0, o, ldo * 4);
+    _tile_stored(1, o + 16, ldo * 4);
+    _tile_stored(2, o + 16 * ldo, ldo * 4);
+    _tile_stored(3, o + 16 * ldo + 16, ldo * 4);
+  }
+}
+const I8TileKernels kI8TileAmx = {32, 16, true, amx_begin, amx_end, i8_pack, amx_i8_tile, i8_filter_avx512};
 const Kernels kAmx = {"amx",           scores_f32_avx2, scores_f16_avx512, dots_i8_avx512, dot_f32_i8_avx2,
                       pack_avx2,       kAvx512TileQ,    tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
-                      filter_ge_avx2,  &kAmxKernels};  // batches of codes too: AMX bf16 tiles beat the vpdpbusd
-                                                     // ones here (100k x 384, 1000 queries: 1.1x at k=10, 1.6x at k=100)
+                      filter_ge_avx2,  &kAmxKernels,   &kI8TileAmx};
 #endif  // RAGCORE_AMX_BUILD
 
 bool cpu_has_avx512() {
@@ -819,7 +862,9 @@ bool cpu_has_amx() {
   static const bool ok = [] {
     if (!cpu_has_avx512()) return false;
     unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1)) return false;
+    // AMX-BF16, AMX-TILE, AMX-INT8
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1) || !((d >> 25) & 1))
+      return false;
     if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return false;
 #if defined(__linux__)
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
@@ -1202,6 +1247,12 @@ void search_blocked_amx(const Kernels& K, const Collection& c, const float* quer
   });
 }
 
+/// With AMX, a prefiltered collection's batches take the int8 tiles for k up to this and the bf16 tiles
+/// over its float rows beyond it: the int8 bound is about twice the bf16 one, so the candidates to
+/// re-score grow faster with k (100k x 384, 1000 queries, one thread: int8 1.37x bf16 at k=10, 1.14x at
+/// k=32, 0.92x at k=50, 0.85x at k=100).
+constexpr int kAmxPrefilterMaxK = 40;
+
 /// Batches of int8 codes (an int8 collection's rows, or the int8 prefilter of float rows) by vpdpbusd
 /// tiles: each query is quantised to int8 (as in the scan), the integer dot products give the estimates,
 /// the scan's bounds (I8Bound, PreBound; here in one form) keep every row that could still reach the
@@ -1210,20 +1261,22 @@ void search_blocked_i8(const Kernels& K, const Collection& c, const float* queri
                        int64_t* out_idx, float* out_scores) {
   const I8TileKernels& T = *K.i8tile;
   const int dim = c.dim;
-  const int groups = (dim + 3) / 4;
+  const int tq = T.tile_q;
+  const int groups = ((dim + 3) / 4 + T.group_align - 1) / T.group_align * T.group_align;
   const bool pre = c.pre != nullptr;
   const int8_t* codes = pre ? c.pre : static_cast<const int8_t*>(c.data);
   const float rnd = 3e-5f * std::max(1.f, static_cast<float>(dim) / 500.f);
   int64_t qb = (nq + threads - 1) / std::max(threads, 1);
-  qb = (qb + kI8TileQ - 1) / kI8TileQ * kI8TileQ;
+  qb = (qb + tq - 1) / tq * tq;
   parallel_for(static_cast<size_t>(nq), threads, static_cast<size_t>(qb), [&](int, size_t qb0, size_t qe0) {
     const int64_t q0 = static_cast<int64_t>(qb0), m = static_cast<int64_t>(qe0) - q0;
     const float* Q = queries + q0 * dim;
-    const int64_t ntiles = (m + kI8TileQ - 1) / kI8TileQ;
-    // the queries: int8 codes + 128 packed per tile, and each one's bound terms
-    std::vector<int32_t> qp(static_cast<size_t>(ntiles * groups * kI8TileQ), 0);
+    const int64_t ntiles = (m + tq - 1) / tq;
+    // the queries: int8 codes + 128 packed per tile (interleaved, or row-major for AMX), and each one's
+    // bound terms
+    std::vector<int32_t> qp(static_cast<size_t>(ntiles * groups * tq), 0);
     std::vector<float> sq(static_cast<size_t>(m)), en(static_cast<size_t>(m)), qn(static_cast<size_t>(m));
-    std::vector<int8_t> qq(static_cast<size_t>(groups) * 4, 0);
+    std::vector<int8_t> qq(static_cast<size_t>(groups) * 4, 0);  // zero past dim: those bytes are 128
     for (int64_t i = 0; i < m; ++i) {
       const float* q = Q + i * dim;
       const float s = quantize_query(q, dim, qq.data());
@@ -1237,13 +1290,15 @@ void search_blocked_i8(const Kernels& K, const Collection& c, const float* queri
       // int8 rows: the scan's I8Bound (no row residual; the query term by L1 only, via en = inf)
       en[static_cast<size_t>(i)] = pre ? static_cast<float>(std::sqrt(en2) * (1 + 1e-6)) : std::numeric_limits<float>::infinity();
       qn[static_cast<size_t>(i)] = static_cast<float>(std::sqrt(qn2) * (1 + 1e-6));
-      int32_t* o = qp.data() + (i / kI8TileQ) * groups * kI8TileQ + i % kI8TileQ;
       for (int g = 0; g < groups; ++g) {
         uint8_t b[4];
         for (int t = 0; t < 4; ++t) b[t] = static_cast<uint8_t>(qq[static_cast<size_t>(4 * g + t)] + 128);
         int32_t w;
         std::memcpy(&w, b, 4);
-        o[g * kI8TileQ] = w;
+        if (T.row_major_queries)
+          qp[static_cast<size_t>(i * groups + g)] = w;
+        else
+          qp[static_cast<size_t>((i / tq) * groups * tq + g * tq + i % tq)] = w;
       }
     }
     std::vector<BoundScan> st;
@@ -1251,7 +1306,12 @@ void search_blocked_i8(const Kernels& K, const Collection& c, const float* queri
     for (int64_t i = 0; i < m; ++i) st.emplace_back(k);
     const int64_t np_max = ((kRowBlock + 15) / 16 + 1) / 2 * 2, ldo = np_max * 16;
     std::vector<int32_t> packed(static_cast<size_t>(np_max * groups * 16)), rs(static_cast<size_t>(ldo));
-    std::vector<int32_t> dots(static_cast<size_t>(kI8TileQ * ldo));
+    std::vector<int32_t> dots(static_cast<size_t>(tq * ldo));
+    struct Guard {  // AMX: the tiles are this thread's until released, also on an exception
+      const I8TileKernels& t;
+      explicit Guard(const I8TileKernels& x) : t(x) { if (t.begin) t.begin(); }
+      ~Guard() { if (t.end) t.end(); }
+    } guard(T);
     // per row of the block: scale and the bound's coefficients (see PreBound)
     std::vector<float> scale(static_cast<size_t>(ldo)), b1(static_cast<size_t>(ldo)), b2(static_cast<size_t>(ldo)),
         c3(static_cast<size_t>(ldo)), lo(static_cast<size_t>(ldo)), hi(static_cast<size_t>(ldo));
@@ -1270,9 +1330,9 @@ void search_blocked_i8(const Kernels& K, const Collection& c, const float* queri
         }
       }
       const int np = static_cast<int>(((nr + 15) / 16 + 1) / 2 * 2);
-      for (int64_t i0 = 0; i0 < m; i0 += kI8TileQ) {
-        const int nt = static_cast<int>(std::min<int64_t>(kI8TileQ, m - i0));
-        T.tile(qp.data() + (i0 / kI8TileQ) * groups * kI8TileQ, nt, packed.data(), np, groups, dots.data(), ldo);
+      for (int64_t i0 = 0; i0 < m; i0 += tq) {
+        const int nt = static_cast<int>(std::min<int64_t>(tq, m - i0));
+        T.tile(qp.data() + (i0 / tq) * groups * tq, nt, packed.data(), np, groups, dots.data(), ldo);
         for (int t = 0; t < nt; ++t) {
           const size_t qi = static_cast<size_t>(i0 + t);
           BoundScan& bs = st[qi];
@@ -1308,10 +1368,10 @@ void search_path(const Collection& c, const float* queries, int64_t nq, int k, i
   if (path == 0) path = nq < kBlockedMinQueries ? 1 : 2;
   if (path == 1)
     search_scan(K, c, queries, nq, k, threads, out_idx, out_scores);
+  else if (K.i8tile && (c.dtype == DType::i8 || (c.pre && (!K.amx || k <= kAmxPrefilterMaxK))) && c.n > 0)
+    search_blocked_i8(K, c, queries, nq, k, threads, out_idx, out_scores);
   else if (K.amx && c.n > 0)
     search_blocked_amx(K, c, queries, nq, k, threads, out_idx, out_scores);
-  else if (K.i8tile && (c.dtype == DType::i8 || c.pre) && c.n > 0)
-    search_blocked_i8(K, c, queries, nq, k, threads, out_idx, out_scores);
   else
     search_blocked(K, c, queries, nq, k, threads, out_idx, out_scores);
 }

@@ -19,9 +19,11 @@
 // through a blocked matrix-product kernel (register tiles of 12 queries x 32 rows with AVX-512, 6 x 16
 // with AVX2) over L2-sized blocks of rows, with selection per block, so the full score matrix never
 // exists. With AMX, the blocked path scores 32 queries x 32 rows per bf16 tile group, keeps the rows
-// that a proven bound on the bf16 error cannot rule out, and re-scores those exactly. With AVX-512 VNNI
-// but no AMX, batches of int8 codes (i8 rows, or the prefilter of f32 / f16 rows) take vpdpbusd tiles
-// of 12 queries x 32 rows with the scan's bounds and exact re-scoring.
+// that a proven bound on the bf16 error cannot rule out, and re-scores those exactly. Batches of int8
+// codes (i8 rows, or the prefilter of f32 / f16 rows) take integer tiles instead, with the scan's bounds
+// and exact re-scoring: AMX-INT8 (TDPBUSD, 32 queries x 32 rows) or AVX-512 VNNI (vpdpbusd, 12 x 32);
+// with AMX, a prefilter's batches use them for k <= 40 only (beyond, the bf16 tiles' tighter bound
+// re-scores fewer candidates).
 #pragma once
 #include <cstddef>
 #include <cstdint>
