@@ -67,13 +67,13 @@ struct Kernels {
   int (*filter_ge)(const float* s, int n, float thr, int* pos);
   // batches by AMX bf16 tiles with exact re-scoring (null without AMX); see search_blocked_amx
   const struct AmxKernels* amx = nullptr;
-  // batches of int8 codes (int8 rows, or the prefilter of float rows) by vpdpbusd tiles with exact
-  // re-scoring (null without AVX-512 VNNI); see search_blocked_i8
+  // batches of int8 codes (int8 rows, or the prefilter of float rows) by integer tiles (vpdpbusd, or
+  // AMX-INT8) with exact re-scoring (null without AVX-512 VNNI); see search_blocked_i8
   const struct I8TileKernels* i8tile = nullptr;
 };
 
-// int8 tiles (AVX-512 VNNI): queries as unsigned bytes (qq + 128) against signed row codes, 4 dimensions
-// per 32-bit lane; 12 queries x 32 rows per register tile.
+// int8 tiles: queries as unsigned bytes (qq + 128) against signed row codes, 4 dimensions per 32-bit lane;
+// 12 queries x 32 rows per register tile (AVX-512 VNNI) or 32 x 32 per group of AMX tiles.
 constexpr int kI8TileQ = 12;
 struct I8TileKernels {
   // queries per tile call; dimension groups (of 4) rounded up to a multiple of group_align; AMX takes the
@@ -86,8 +86,9 @@ struct I8TileKernels {
   // dimensions 4g..4g+3 as one int32 (zero past dim and past nr; np rounded up to even), rs[j] = the
   // sum of row j's codes
   void (*pack)(const int8_t* X, int64_t nr, int dim, int groups, int32_t* P, int32_t* rs);
-  // out[i * ldo + j] = sum_d (qq_i[d] + 128) * x_j[d] for i < nq (<= kI8TileQ), j < 16 * np; Qp[g * kI8TileQ + i]
-  // = the 4 unsigned query bytes of query i at dimensions 4g..4g+3
+  // out[i * ldo + j] = sum_d (qq_i[d] + 128) * x_j[d] for i < nq (<= tile_q; AMX computes all tile_q rows),
+  // j < 16 * np; Qp[g * tile_q + i] (or, row-major, Qp[i * groups + g]) = the 4 unsigned query bytes of
+  // query i at dimensions 4g..4g+3
   void (*tile)(const int32_t* Qp, int nq, const int32_t* P, int np, int groups, int32_t* out, int64_t ldo);
   // for j < n: a = scale[j] * sq * (dot[j] - 128 rs[j]), bound = (min(sq b1[j], en b2[j]) + qn c3[j]) (1 + 1e-5)
   // + 1e-5 |a| + 1e-30 (c3 = b3 + rnd b4, see search_blocked_i8); writes the positions with a + bound >= thr
