@@ -181,8 +181,9 @@ def test_bad_input_is_a_clear_error(tmp_path):
         rc.DenseIndex.load(tmp_path / "d")
 
 
+@pytest.mark.parametrize("fill", [0, 30])   # 30 rows far below: the two rows inside a 16-row SIMD block
 @pytest.mark.parametrize("which", ["row", "query"])
-def test_the_bound_covers_each_quantisation_error(isa, which):
+def test_the_bound_covers_each_quantisation_error(isa, which, fill):
     # Two rows whose int8 estimates order them wrongly: row 0 is the better one but is estimated at 0,
     # row 1 is estimated above it. Only the row-residual term ("row") or the query-error term ("query")
     # of the bound keeps row 0 a candidate; without it the prefilter would return row 1.
@@ -193,6 +194,9 @@ def test_the_bound_covers_each_quantisation_error(isa, which):
     else:
         q = np.array([1.0, h], np.float32)                     # its second component rounds to 0
         x = np.array([[0.0, 1.0], [0.003, 0.0]], np.float32)   # exact in int8
+    far = np.zeros((fill, 2), np.float32)
+    far[:, 0 if which == "query" else 1] = -1.0               # scores -1
+    x = np.concatenate([x, far])
     plain, pre = pair(x, metric="ip")
     codes, aux = pre._pre[:2], pre._pre_aux[:2]
     est = aux[:, 0] * (np.abs(q).max() / 127) * (codes.astype(np.int32) @ np.rint(q / (np.abs(q).max() / 127)))

@@ -70,6 +70,11 @@ struct Kernels {
   // batches of int8 codes (int8 rows, or the prefilter of float rows) by integer tiles (vpdpbusd, or
   // AMX-INT8) with exact re-scoring (null without AVX-512 VNNI); see search_blocked_i8
   const struct I8TileKernels* i8tile = nullptr;
+  // the few-query int8 scan's bounds and selection for n rows with int8 dot products dots and per-row aux
+  // of `stride` floats (2: int8 rows, (scale, L1); 4: a prefilter, see Collection::pre_aux): the rows
+  // whose upper bound reaches thr, as in search_blocked_i8's filter (null: the scalar loop)
+  int (*scan_filter)(const int32_t* dots, const float* aux, int stride, int n, float sq, float en, float qn,
+                     float rnd, float thr, int* pos, float* lo, float* hi) = nullptr;
 };
 
 // int8 tiles: queries as unsigned bytes (qq + 128) against signed row codes, 4 dimensions per 32-bit lane;
@@ -652,11 +657,76 @@ RAGCORE_AVX512 int i8_filter_avx512(const int32_t* dot, const int32_t* rs, const
   }
   return cnt;
 }
+RAGCORE_AVX512 int scan_filter_avx512(const int32_t* dots, const float* aux, int stride, int n, float sq, float en,
+                                      float qn, float rnd, float thr, int* pos, float* lo, float* hi) {
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 vsq = _mm512_set1_ps(sq), ven = _mm512_set1_ps(en), vqn = _mm512_set1_ps(qn), vthr = _mm512_set1_ps(thr);
+  const __m512 vrnd = _mm512_set1_ps(rnd), half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.f);
+  const __m512 rel = _mm512_set1_ps(1.f + 1e-5f), arel = _mm512_set1_ps(1e-5f), tiny = _mm512_set1_ps(1e-30f);
+  int cnt = 0, j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 scale, b1, b2, c3;
+    if (stride == 4) {  // 16 rows of (scale, b1, b2, b3): de-interleave in two rounds of even / odd picks
+      const float* p = aux + 4 * static_cast<int64_t>(j);
+      const __m512 A = _mm512_loadu_ps(p), B = _mm512_loadu_ps(p + 16), C = _mm512_loadu_ps(p + 32),
+                   D = _mm512_loadu_ps(p + 48);
+      const __m512 abe = _mm512_permutex2var_ps(A, ev, B), abo = _mm512_permutex2var_ps(A, od, B);
+      const __m512 cde = _mm512_permutex2var_ps(C, ev, D), cdo = _mm512_permutex2var_ps(C, od, D);
+      scale = _mm512_permutex2var_ps(abe, ev, cde);
+      b2 = _mm512_permutex2var_ps(abe, od, cde);
+      b1 = _mm512_permutex2var_ps(abo, ev, cdo);
+      const __m512 b3 = _mm512_permutex2var_ps(abo, od, cdo);
+      c3 = _mm512_fmadd_ps(vrnd, _mm512_add_ps(b2, b3), b3);
+    } else {  // (scale, L1 of the codes): the query term only
+      const float* p = aux + 2 * static_cast<int64_t>(j);
+      const __m512 A = _mm512_loadu_ps(p), B = _mm512_loadu_ps(p + 16);
+      scale = _mm512_permutex2var_ps(A, ev, B);
+      b1 = _mm512_mul_ps(scale, _mm512_mul_ps(half, _mm512_permutex2var_ps(A, od, B)));
+      b2 = one;
+      c3 = _mm512_setzero_ps();
+    }
+    const __m512 a = _mm512_mul_ps(_mm512_mul_ps(scale, vsq), _mm512_cvtepi32_ps(_mm512_loadu_si512(dots + j)));
+    const __m512 qerr = _mm512_min_ps(_mm512_mul_ps(vsq, b1), _mm512_mul_ps(ven, b2));
+    const __m512 core = _mm512_fmadd_ps(vqn, c3, qerr);
+    const __m512 bound = _mm512_add_ps(_mm512_fmadd_ps(_mm512_abs_ps(a), arel, _mm512_mul_ps(core, rel)), tiny);
+    const __m512 up = _mm512_add_ps(a, bound);
+    __mmask16 m = _mm512_cmp_ps_mask(up, vthr, _CMP_GE_OQ);
+    if (!m) continue;
+    alignas(64) float ua[16], la[16];
+    _mm512_store_ps(ua, up);
+    _mm512_store_ps(la, _mm512_sub_ps(a, bound));
+    while (m) {
+      const int t = __builtin_ctz(m);
+      m = static_cast<__mmask16>(m & (m - 1));
+      pos[cnt] = j + t;
+      lo[cnt] = la[t];
+      hi[cnt] = ua[t];
+      ++cnt;
+    }
+  }
+  for (; j < n; ++j) {  // the tail, the same bound in scalar code
+    const float* at = aux + static_cast<int64_t>(stride) * j;
+    const float a = at[0] * sq * static_cast<float>(dots[j]);
+    const float b1 = stride == 4 ? at[1] : at[0] * (0.5f * at[1]);
+    const float qerr = stride == 4 ? std::min(sq * b1, en * at[2]) : sq * b1;
+    const float c3 = stride == 4 ? at[3] + rnd * (at[2] + at[3]) : 0.f;
+    const float bound = (qerr + qn * c3) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f + 1e-30f;
+    if (a + bound >= thr) {
+      pos[cnt] = j;
+      lo[cnt] = a - bound;
+      hi[cnt] = a + bound;
+      ++cnt;
+    }
+  }
+  return cnt;
+}
+
 const I8TileKernels kI8TileAvx512 = {kI8TileQ, 1, false, nullptr, nullptr, i8_pack, i8_tile_avx512, i8_filter_avx512};
 
 const Kernels kAvx512 = {"avx512",        scores_f32_avx2,   scores_f16_avx512, dots_i8_avx512,  dot_f32_i8_avx2,
                          pack_avx2,       kAvx512TileQ,      tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
-                         filter_ge_avx2,  nullptr,           &kI8TileAvx512};
+                         filter_ge_avx2,  nullptr,           &kI8TileAvx512,    scan_filter_avx512};
 
 #ifdef RAGCORE_AMX_BUILD
 // ----------------------------------- AMX ------------------------------------------------------
@@ -843,7 +913,7 @@ RAGCORE_AMX_I8 void amx_i8_tile(const int32_t* Qp, int, const int32_t* P, int np
 const I8TileKernels kI8TileAmx = {32, 16, true, amx_begin, amx_end, i8_pack, amx_i8_tile, i8_filter_avx512};
 const Kernels kAmx = {"amx",           scores_f32_avx2, scores_f16_avx512, dots_i8_avx512, dot_f32_i8_avx2,
                       pack_avx2,       kAvx512TileQ,    tile_f32_avx512,   f16_to_f32_avx2, i8_to_f32_avx2,
-                      filter_ge_avx2,  &kAmxKernels,   &kI8TileAmx};
+                      filter_ge_avx2,  &kAmxKernels,   &kI8TileAmx,      scan_filter_avx512};
 #endif  // RAGCORE_AMX_BUILD
 
 bool cpu_has_avx512() {
@@ -1007,6 +1077,9 @@ float exact_score(const Kernels& K, const Collection& c, const float* q, int64_t
 struct I8Bound {  // int8 rows: aux (n, 2) = (scale, L1 of the codes)
   static constexpr int stride = 2;
   float sq;
+  float en() const { return std::numeric_limits<float>::infinity(); }  // (for Kernels::scan_filter)
+  float qn() const { return 0.f; }
+  float rnd() const { return 0.f; }
   float operator()(const float* aux, float a) const {
     return aux[0] * sq * (0.5f * aux[1]) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f + 1e-30f;
   }
@@ -1020,10 +1093,13 @@ struct I8Bound {  // int8 rows: aux (n, 2) = (scale, L1 of the codes)
 // any dim up to ~500, and scales with dim beyond that.
 struct PreBound {  // pre_aux (n, 4) = (scale, scale * L1(c) / 2, L2(scale c), L2(r))
   static constexpr int stride = 4;
-  float sq, en, qn, round;  // en = |e|_2, qn = |q|_2 (rounded up), round = the rounding factor
+  float sq, e_n, q_n, round;  // e_n = |e|_2, q_n = |q|_2 (rounded up), round = the rounding factor
+  float en() const { return e_n; }
+  float qn() const { return q_n; }
+  float rnd() const { return round; }
   float operator()(const float* aux, float a) const {
-    const float query_err = std::min(sq * aux[1], en * aux[2]);
-    return (query_err + qn * aux[3] + round * qn * (aux[2] + aux[3])) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f +
+    const float query_err = std::min(sq * aux[1], e_n * aux[2]);
+    return (query_err + q_n * aux[3] + round * q_n * (aux[2] + aux[3])) * (1.f + 1e-5f) + std::fabs(a) * 1e-5f +
            1e-30f;
   }
 };
@@ -1040,6 +1116,16 @@ void scan_codes(const Kernels& K, const Collection& c, const int8_t* codes, cons
     const int nr = static_cast<int>(std::min<int64_t>(kScanBlock, e - r));
     K.dots_i8(qq, codes + r * c.dim, nr, c.dim, dots);
     const float* aux = aux_all + Bound::stride * r;
+    if (K.scan_filter) {  // vectorised bounds and selection
+      const int m = K.scan_filter(dots, aux, Bound::stride, nr, sq, bound_of.en(), bound_of.qn(), bound_of.rnd(),
+                                  st.lower.threshold(), pos, lowerb, upper);
+      for (int t = 0; t < m; ++t) {
+        const int64_t i = r + pos[t];
+        if (live(c, i)) st.add(lowerb[t], upper[t], i);
+      }
+      st.compact_if_large();
+      continue;
+    }
     for (int t = 0; t < nr; ++t) {
       const float* at = aux + Bound::stride * t;
       const float a = at[0] * sq * static_cast<float>(dots[t]);
