@@ -626,6 +626,24 @@ RAGCORE_AVX512 void i8_tile_avx512(const int32_t* Qp, int nq, const int32_t* P, 
     default: break;
   }
 }
+// The lanes set in m of rows j..j+15: their positions and lower / upper bounds appended at cnt; returns
+// the new count.
+RAGCORE_AVX512 inline int emit_hits(__mmask16 m, int j, __m512 lower, __m512 upper, int* pos, float* lo, float* hi,
+                                    int cnt) {
+  alignas(64) float ua[16], la[16];
+  _mm512_store_ps(ua, upper);
+  _mm512_store_ps(la, lower);
+  while (m) {
+    const int t = __builtin_ctz(m);
+    m = static_cast<__mmask16>(m & (m - 1));
+    pos[cnt] = j + t;
+    lo[cnt] = la[t];
+    hi[cnt] = ua[t];
+    ++cnt;
+  }
+  return cnt;
+}
+
 RAGCORE_AVX512 int i8_filter_avx512(const int32_t* dot, const int32_t* rs, const float* scale, const float* b1,
                                     const float* b2, const float* c3, int n, float sq, float en, float qn, float thr,
                                     int* pos, float* lo, float* hi) {
@@ -641,19 +659,8 @@ RAGCORE_AVX512 int i8_filter_avx512(const int32_t* dot, const int32_t* rs, const
     const __m512 absa = _mm512_abs_ps(a);
     const __m512 bound = _mm512_add_ps(_mm512_fmadd_ps(absa, arel, _mm512_mul_ps(core, rel)), tiny);
     const __m512 up = _mm512_add_ps(a, bound);
-    __mmask16 m = _mm512_mask_cmp_ps_mask(valid, up, vthr, _CMP_GE_OQ);
-    if (!m) continue;
-    alignas(64) float ua[16], la[16];
-    _mm512_store_ps(ua, up);
-    _mm512_store_ps(la, _mm512_sub_ps(a, bound));
-    while (m) {
-      const int t = __builtin_ctz(m);
-      m = static_cast<__mmask16>(m & (m - 1));
-      pos[cnt] = j + t;
-      lo[cnt] = la[t];
-      hi[cnt] = ua[t];
-      ++cnt;
-    }
+    const __mmask16 m = _mm512_mask_cmp_ps_mask(valid, up, vthr, _CMP_GE_OQ);
+    if (m) cnt = emit_hits(m, j, _mm512_sub_ps(a, bound), up, pos, lo, hi, cnt);
   }
   return cnt;
 }
@@ -691,19 +698,8 @@ RAGCORE_AVX512 int scan_filter_avx512(const int32_t* dots, const float* aux, int
     const __m512 core = _mm512_fmadd_ps(vqn, c3, qerr);
     const __m512 bound = _mm512_add_ps(_mm512_fmadd_ps(_mm512_abs_ps(a), arel, _mm512_mul_ps(core, rel)), tiny);
     const __m512 up = _mm512_add_ps(a, bound);
-    __mmask16 m = _mm512_cmp_ps_mask(up, vthr, _CMP_GE_OQ);
-    if (!m) continue;
-    alignas(64) float ua[16], la[16];
-    _mm512_store_ps(ua, up);
-    _mm512_store_ps(la, _mm512_sub_ps(a, bound));
-    while (m) {
-      const int t = __builtin_ctz(m);
-      m = static_cast<__mmask16>(m & (m - 1));
-      pos[cnt] = j + t;
-      lo[cnt] = la[t];
-      hi[cnt] = ua[t];
-      ++cnt;
-    }
+    const __mmask16 m = _mm512_cmp_ps_mask(up, vthr, _CMP_GE_OQ);
+    if (m) cnt = emit_hits(m, j, _mm512_sub_ps(a, bound), up, pos, lo, hi, cnt);
   }
   for (; j < n; ++j) {  // the tail, the same bound in scalar code
     const float* at = aux + static_cast<int64_t>(stride) * j;
