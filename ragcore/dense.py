@@ -305,23 +305,18 @@ class DenseIndex:
         if need <= cap and writable:
             return
         new_cap = max(need, 2 * cap if writable else need, 1024)
-        data = np.empty((new_cap, self.dim), self._data.dtype)
-        data[: self._n] = self._data[: self._n]
-        self._data = data
-        if self._aux is not None:
-            aux = np.empty((new_cap, 2), np.float32)
-            aux[: self._n] = self._aux[: self._n]
-            self._aux = aux
-        if self._pre is not None:
-            pre = np.empty((new_cap, self.dim), np.int8)
-            pre[: self._n] = self._pre[: self._n]
-            pre_aux = np.empty((new_cap, 4), np.float32)
-            pre_aux[: self._n] = self._pre_aux[: self._n]
-            self._pre, self._pre_aux = pre, pre_aux
-        if self._deleted is not None:
-            dele = np.zeros(new_cap, np.uint8)
-            dele[: self._n] = self._deleted[: self._n]
-            self._deleted = dele
+
+        def grown(arr: Optional[np.ndarray], zero: bool = False) -> Optional[np.ndarray]:
+            """arr's first _n rows in a new writable buffer of new_cap rows (zeros past them if asked)."""
+            if arr is None:
+                return None
+            out = (np.zeros if zero else np.empty)((new_cap,) + arr.shape[1:], arr.dtype)
+            out[: self._n] = arr[: self._n]
+            return out
+
+        self._data, self._aux = grown(self._data), grown(self._aux)
+        self._pre, self._pre_aux = grown(self._pre), grown(self._pre_aux)
+        self._deleted = grown(self._deleted, zero=True)
 
     def add(self, vectors: Any, ids: Optional[Sequence[Union[str, int]]] = None) -> "DenseIndex":
         """Add vectors (n, dim) (or one (dim,) vector), with optional ids (unique str or int).

@@ -26,6 +26,17 @@ dense::DType dtype_of(const py::array& a) {
   RAGCORE_THROW_(type_error, "vectors have dtype " << dtype_str(a) << ", expected float32, float16 or int8");
 }
 
+// A per-row side array of the collection (scales, prefilter codes or aux): `what` (kind, itemsize: its
+// dtype, named `dtype`), C-contiguous (rows, cols); raises TypeError / ValueError naming it otherwise.
+py::array side_matrix(const py::object& obj, const char* what, char kind, int itemsize, const char* dtype,
+                      int64_t rows, int64_t cols) {
+  py::array a = py::array::ensure(obj);
+  RAGCORE_CHECK_TYPE(a && a.dtype().kind() == kind && a.itemsize() == itemsize, what << " must be " << dtype);
+  RAGCORE_CHECK(a.ndim() == 2 && a.shape(0) == rows && a.shape(1) == cols && (a.flags() & py::array::c_style),
+                what << " must be a C-contiguous (" << rows << ", " << cols << ") array");
+  return a;
+}
+
 // search(data, aux, deleted, queries, k, threads, path, pre, pre_aux)
 //   -> (indices (nq,k) int64, scores (nq,k) float32)
 py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::array queries, int k, int threads,
@@ -40,29 +51,15 @@ py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::a
   py::array aux_a, del_a;
   if (c.dtype == dense::DType::i8) {
     RAGCORE_CHECK(!aux.is_none(), "int8 vectors need their (n, 2) float32 scales");
-    aux_a = py::array::ensure(aux);
-    RAGCORE_CHECK_TYPE(aux_a && aux_a.dtype().kind() == 'f' && aux_a.itemsize() == 4,
-                       "int8 scales must be float32");
-    RAGCORE_CHECK(aux_a.ndim() == 2 && aux_a.shape(0) == c.n && aux_a.shape(1) == 2 &&
-                      (aux_a.flags() & py::array::c_style),
-                  "int8 scales must be a C-contiguous (" << c.n << ", 2) array");
+    aux_a = side_matrix(aux, "int8 scales", 'f', 4, "float32", c.n, 2);
     c.aux = static_cast<const float*>(aux_a.data());
   }
   py::array pre_a, pre_aux_a;
   if (!pre.is_none()) {
     RAGCORE_CHECK(c.dtype != dense::DType::i8, "an int8 prefilter is for float32 or float16 rows");
-    pre_a = py::array::ensure(pre);
-    RAGCORE_CHECK_TYPE(pre_a && pre_a.dtype().kind() == 'i' && pre_a.itemsize() == 1, "prefilter codes must be int8");
-    RAGCORE_CHECK(pre_a.ndim() == 2 && pre_a.shape(0) == c.n && pre_a.shape(1) == c.dim &&
-                      (pre_a.flags() & py::array::c_style),
-                  "prefilter codes must be a C-contiguous (" << c.n << ", " << c.dim << ") array");
+    pre_a = side_matrix(pre, "prefilter codes", 'i', 1, "int8", c.n, c.dim);
     RAGCORE_CHECK(!pre_aux.is_none(), "prefilter codes need their (n, 4) float32 aux");
-    pre_aux_a = py::array::ensure(pre_aux);
-    RAGCORE_CHECK_TYPE(pre_aux_a && pre_aux_a.dtype().kind() == 'f' && pre_aux_a.itemsize() == 4,
-                       "prefilter aux must be float32");
-    RAGCORE_CHECK(pre_aux_a.ndim() == 2 && pre_aux_a.shape(0) == c.n && pre_aux_a.shape(1) == 4 &&
-                      (pre_aux_a.flags() & py::array::c_style),
-                  "prefilter aux must be a C-contiguous (" << c.n << ", 4) array");
+    pre_aux_a = side_matrix(pre_aux, "prefilter aux", 'f', 4, "float32", c.n, 4);
     c.pre = static_cast<const int8_t*>(pre_a.data());
     c.pre_aux = static_cast<const float*>(pre_aux_a.data());
   }
