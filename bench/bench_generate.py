@@ -14,6 +14,10 @@ first token; decode tokens/s = (new tokens - 1) / time after the first token.
 Then the time to the first token of a RAG answer: the demo's corpus (Python's documentation topics),
 BM25, k=5 sources, 8 questions; retrieval + prompt building + prefill, median over the questions.
 
+Then whole answers to those 8 prompts (``answer``; at most --answer-tokens, end of sequence allowed):
+decode tokens/s step by step and with drafting, ragcore's prompt lookup against onnxruntime-genai's
+n-gram speculative decoding, both engines in one process, alternating per question.
+
 onnxruntime-genai builds its models from a Hugging Face folder: the GGUF is loaded by transformers and
 saved once under the cache (``$RAGCORE_CACHE/bench``), then ``python -m onnxruntime_genai.models.builder``
 makes the fp32, int4 and int8 CPU models there (it needs ``onnx_ir``).
@@ -50,6 +54,13 @@ QUESTIONS = ["What does the with statement do?", "How do I define a function wit
              "What happens when an exception is raised in a try block?", "How are class attributes looked up?",
              "What does the yield keyword do?", "How do I format a string with an f-string?"]
 RAG_ENGINES = ("rag", "rag-onnxruntime-genai")
+ANSWER_ENGINES = ("answer",)
+# speculative settings of the answer rows: ragcore's prompt lookup (draft tokens at most; 0 = one token per
+# step), onnxruntime-genai's n-gram speculative decoding (ngram_size, max_draft_tokens; None = off), each
+# engine's step-by-step decode and its best drafting settings found on this machine
+ANSWER_CONFIGS = {"ragcore": {"step by step": 0, "prompt lookup 8": 8},
+                  "onnxruntime-genai": {"step by step": None, "n-gram 3, draft 3": (3, 3),
+                                        "n-gram 3, draft 4": (3, 4)}}
 PPL_ENGINES = ("ppl-ragcore", "ppl-onnxruntime-genai", "ppl-transformers")
 PPL_PASSAGES, PPL_TOKENS = 8, 128
 DEVICE = os.environ.get("RAGCORE_BENCH_DEVICE", "cpu")   # set by main() for its workers
@@ -70,7 +81,7 @@ def work_ragcore(model_dir, threads, new, repeats):
     gen.generate(MESSAGES, max_new_tokens=8)
     runs = []
     for _ in range(repeats):
-        gen.generate(MESSAGES, max_new_tokens=new, min_new_tokens=new)
+        gen.generate(MESSAGES, max_new_tokens=new, min_new_tokens=new, prompt_lookup=0)   # one token per step
         t = gen.last_timings
         runs.append({"prompt_tokens": t["prompt_tokens"], "new_tokens": t["new_tokens"],
                      "first_token_s": t["first_token_s"], "decode_s": t["decode_s"]})
@@ -203,6 +214,86 @@ def work_rag_ortgenai(model_dir, threads, _new, _repeats):
     return _rag_summary(rows)
 
 
+def _answer_prompts():
+    """The token ids of the 8 RAG prompts (ragcore's retrieval, template and token budget) and the tokenizer."""
+    rag = _demo_rag(os.environ["RAGCORE_BENCH_TOKENIZER_DIR"], 1)
+    return [rag.generator._tok.encode(rag._prepare(q, None, 1)[2], add_special_tokens=False).ids for q in QUESTIONS]
+
+
+def _answer_summary(got):
+    """[(tokens, decode_s) per question] -> rates and token lists."""
+    return {"decode_tok_s": statistics.median((len(t) - 1) / d for t, d in got),
+            "total_tok_s": sum(len(t) - 1 for t, _ in got) / sum(d for _, d in got),
+            "new_tokens": [len(t) for t, _ in got], "tokens": [t for t, _ in got]}
+
+
+def work_answer(model_dir, threads, new, _repeats):
+    """Whole RAG answers (the same 8 prompts, greedy, up to --answer-tokens new tokens, end of sequence
+    allowed), ragcore and onnxruntime-genai (when its model is given) in one process: each engine step by
+    step and with its drafting (ragcore's prompt lookup, onnxruntime-genai's n-gram speculative decoding),
+    all configurations per question in an order reversed every other question, after a warm-up. Runs in
+    separate processes drift apart by 10-20% on this shared machine; pairs in one process do not."""
+    import ragcore.generation as g
+    ids_all = _answer_prompts()
+    gen = g.Generator.load(model_dir, device=DEVICE, threads=threads)
+    runs = {}
+    for name, k in ANSWER_CONFIGS["ragcore"].items():
+        def run(ids, k=k):
+            for _ in gen._stream(ids, new, 0.0, 1.0, None, [], 0, 1.0, k):
+                pass
+            return list(gen.last_tokens), gen.last_timings["decode_s"]
+        runs[("ragcore", name)] = run
+    og_dir = os.environ.get("RAGCORE_BENCH_ORTGENAI_DIR")
+    if og_dir:
+        import onnxruntime_genai as og
+        _set_ortgenai_threads(og_dir, threads)
+        model = og.Model(og_dir)
+        eos = set(gen._eos)
+        for name, spec in ANSWER_CONFIGS["onnxruntime-genai"].items():
+            def run(ids, spec=spec):
+                p = og.GeneratorParams(model)
+                p.set_search_options(max_length=len(ids) + new, do_sample=False)
+                if spec:
+                    p.set_speculative_options(ngram_size=spec[0], max_draft_tokens=spec[1])
+                o = og.Generator(model, p)
+                o.append_tokens(ids)
+                o.generate_next_token()
+                out = list(o.get_next_tokens())
+                t1 = time.perf_counter()
+                while not o.is_done():
+                    o.generate_next_token()
+                    out.extend(o.get_next_tokens())
+                return [int(t) for t in out if t not in eos], time.perf_counter() - t1
+            runs[("onnxruntime-genai", name)] = run
+    for run in runs.values():
+        run(ids_all[0][:300])
+    results = {key: [] for key in runs}
+    for i, ids in enumerate(ids_all):
+        for key in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+            results[key].append(runs[key](ids))
+    out = {}
+    for (engine, name), got in results.items():
+        out.setdefault(engine, {})[name] = _answer_summary(got)
+    return {"engines": _same_text(out)}
+
+
+def _same_text(engines):
+    """Replaces each configuration's token lists by ``same_text``: per answer, whether it equals the
+    engine's step-by-step one (and, for ragcore's step by step, ``same_as_onnxruntime_genai``)."""
+    for engine, configs in engines.items():
+        step = configs["step by step"]["tokens"]
+        for cfg in configs.values():
+            cfg["same_text"] = [x == y for x, y in zip(cfg["tokens"], step)]
+    if "onnxruntime-genai" in engines:
+        og = engines["onnxruntime-genai"]["step by step"]["tokens"]
+        engines["ragcore"]["step by step"]["same_as_onnxruntime_genai"] = [
+            x == y for x, y in zip(engines["ragcore"]["step by step"]["tokens"], og)]
+    for configs in engines.values():
+        for cfg in configs.values():
+            del cfg["tokens"]
+    return engines
+
+
 def _set_ortgenai_threads(model_dir, threads):
     cfg_file = Path(model_dir) / "genai_config.json"
     cfg = json.loads(cfg_file.read_text())
@@ -277,7 +368,8 @@ def work_ppl_transformers(_model_dir, threads, _new, _repeats):
 
 
 WORKERS = {"ragcore": work_ragcore, "onnxruntime-genai": work_ortgenai, "transformers": work_transformers,
-           "rag": work_rag, "rag-onnxruntime-genai": work_rag_ortgenai, "ppl-ragcore": work_ppl_ragcore,
+           "rag": work_rag, "rag-onnxruntime-genai": work_rag_ortgenai, "answer": work_answer,
+           "ppl-ragcore": work_ppl_ragcore,
            "ppl-onnxruntime-genai": work_ppl_ortgenai, "ppl-transformers": work_ppl_transformers}
 
 
@@ -309,10 +401,42 @@ def _ortgenai_models(precisions):
     return out, None
 
 
+def _answer_table(answer_rows, a):
+    """The answer rows: each engine's step-by-step decode and its best drafting configuration, how many
+    answers drafting left unchanged, and ragcore's figures over onnxruntime-genai's (same process)."""
+    lines = ["", f"RAG answers (the 8 questions of the first-token table, their prompts, greedy, at most {a.answer_tokens} new "
+             "tokens, end of sequence allowed; both engines in one process, alternating per question): decode tok/s, "
+             "median over the questions; 'drafting' is ragcore's prompt lookup and onnxruntime-genai's n-gram "
+             "speculative decoding (its best setting of those tried, in brackets); 'same text': answers identical to "
+             "the engine's own step-by-step ones:", "",
+             "| engine | precision | threads | step by step | drafting | drafting ÷ step by step | same text | "
+             "step by step ÷ onnxruntime-genai | drafting ÷ onnxruntime-genai's drafting |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def best(configs):
+        step = configs["step by step"]
+        name, cfg = max(((n, c) for n, c in configs.items() if n != "step by step"), key=lambda x: x[1]["decode_tok_s"])
+        return step, name, cfg, sum(cfg["same_text"])
+
+    for r in answer_rows:
+        engines = r["engines"]
+        og_best = best(engines["onnxruntime-genai"]) if "onnxruntime-genai" in engines else None
+        for engine, configs in engines.items():
+            step, name, cfg, same = best(configs)
+            vs_step = vs_draft = ""
+            if engine == "ragcore" and og_best:
+                vs_step = f"{step['decode_tok_s'] / og_best[0]['decode_tok_s']:.2f}×"
+                vs_draft = f"{cfg['decode_tok_s'] / og_best[2]['decode_tok_s']:.2f}×"
+            lines.append(f"| {engine} | {r['precision']} | {r['threads']} | {step['decode_tok_s']:.1f} | "
+                         f"{cfg['decode_tok_s']:.1f} ({name}) | {cfg['decode_tok_s'] / step['decode_tok_s']:.2f}× | "
+                         f"{same}/{len(step['same_text'])} | {vs_step} | {vs_draft} |")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)")
-    ap.add_argument("--engines", default="ragcore,onnxruntime-genai,transformers,rag,quality")
+    ap.add_argument("--engines", default="ragcore,onnxruntime-genai,transformers,rag,answer,quality")
     ap.add_argument("--precisions", default=None, help="default: float32,int4 on the CPU, float16 on CUDA")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="cuda: ragcore float16 with its caches on the GPU, onnxruntime-genai's CUDA model "
@@ -321,6 +445,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="decode rows: rounds of all engines, alternating order")
     ap.add_argument("--rag-k", type=int, default=5, help="sources per RAG answer (default 5)")
+    ap.add_argument("--answer-tokens", type=int, default=128, help="at most this many tokens per answer row")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--worker", nargs=3, metavar=("ENGINE", "THREADS", "MODEL"), help=argparse.SUPPRESS)
@@ -363,6 +488,8 @@ def main() -> int:
                 plan.append(("rag", p, t, ours[p]))
                 if p in og_models:
                     plan.append(("rag-onnxruntime-genai", p, t, og_models[p]))
+            if "answer" in engines and "+" not in p:
+                plan.append(("answer", p, t, ours[p]))
     if "quality" in engines:
         t_all = max(threads)
         for p in precisions:
@@ -373,8 +500,10 @@ def main() -> int:
             plan.append(("ppl-transformers", "float32", t_all, "-"))
     def run_row(engine, p, t, model):
         env = dict(os.environ, **{k: str(t) for k in THREAD_ENV}, RAGCORE_BENCH_TOKENIZER_DIR=ours.get(p, ""),
-                   RAGCORE_BENCH_RAG_K=str(a.rag_k), RAGCORE_BENCH_DEVICE=a.device)
-        cmd = [sys.executable, __file__, "--worker", engine, str(t), model, "--new-tokens", str(a.new_tokens),
+                   RAGCORE_BENCH_RAG_K=str(a.rag_k), RAGCORE_BENCH_DEVICE=a.device,
+                   RAGCORE_BENCH_ORTGENAI_DIR=og_models.get(p, ""))
+        new = a.answer_tokens if engine in ANSWER_ENGINES else a.new_tokens
+        cmd = [sys.executable, __file__, "--worker", engine, str(t), model, "--new-tokens", str(new),
                "--repeats", str(repeats)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode != 0:
@@ -383,6 +512,10 @@ def main() -> int:
         row = dict(json.loads(res.stdout.strip().splitlines()[-1]), engine=engine, precision=p, threads=t)
         if engine in PPL_ENGINES:
             print(f"{engine} {p:8s} perplexity {row['perplexity']:.3f} over {row['tokens']} tokens", flush=True)
+        elif engine in ANSWER_ENGINES:
+            print(f"answers {p:8s} threads={t}  " + ", ".join(f"{e} {c} {v['decode_tok_s']:.1f} tok/s"
+                                                             for e, cs in row["engines"].items() for c, v in cs.items()),
+                  flush=True)
         elif engine in RAG_ENGINES:
             print(f"{engine} first token {p:8s} threads={t}  {row['ttft_s']:.3f} s (max {row['max_ttft_s']:.3f}) "
                   f"for {row['prompt_tokens']:.0f} prompt tokens", flush=True)
@@ -393,7 +526,7 @@ def main() -> int:
 
     # the decode rows run in rounds, the order reversed every other round, and each figure is the median
     # over the rounds: this machine's speed drifts by several percent within minutes
-    decode = [x for x in plan if x[0] not in RAG_ENGINES + PPL_ENGINES]
+    decode = [x for x in plan if x[0] not in RAG_ENGINES + PPL_ENGINES + ANSWER_ENGINES]
     per_round: dict = {}
     for r in range(rounds):
         for item in (decode if r % 2 == 0 else decode[::-1]):
@@ -407,7 +540,7 @@ def main() -> int:
             med = {k: statistics.median(x[k] for x in got) for k in ("decode_tok_s", "prefill_tok_s", "first_token_s")}
             rows.append(dict(got[0], **med, rounds=[{k: x[k] for k in med} for x in got]))
     for item in plan:
-        if item[0] in RAG_ENGINES + PPL_ENGINES:
+        if item[0] in RAG_ENGINES + PPL_ENGINES + ANSWER_ENGINES:
             row = run_row(*item)
             if row is not None:
                 rows.append(row)
@@ -437,7 +570,7 @@ def main() -> int:
              f"| decode ÷ transformers {tf_prec} | first token s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     find = {(r["engine"], r["precision"], r["threads"]): r for r in rows}
     for r in rows:
-        if r["engine"] in RAG_ENGINES + PPL_ENGINES:
+        if r["engine"] in RAG_ENGINES + PPL_ENGINES + ANSWER_ENGINES:
             continue
         og_r = find.get(("onnxruntime-genai", r["precision"].split("+")[0], r["threads"]))
         tf_r = find.get(("transformers", tf_prec, r["threads"]))
@@ -457,6 +590,9 @@ def main() -> int:
             name = "ragcore" if r["engine"] == "rag" else "onnxruntime-genai"
             lines.append(f"| {name} | {r['precision']} | {r['threads']} | {r['prompt_tokens']:.0f} | {r['ttft_s']:.3f} | "
                          f"{r['max_ttft_s']:.3f} | {r['prefill_s']:.3f} | {ratio} |")
+    answer_rows = [r for r in rows if r["engine"] in ANSWER_ENGINES]
+    if answer_rows:
+        lines += _answer_table(answer_rows, a)
     ppl_rows = [r for r in rows if r["engine"] in PPL_ENGINES]
     if ppl_rows:
         lines += ["", f"Quality: perplexity of {PPL_PASSAGES} passages of the demo corpus ({PPL_TOKENS} tokens each, "

@@ -22,7 +22,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["IncrementalDetokenizer", "RowDecoder"]
+__all__ = ["IncrementalDetokenizer", "PromptLookup", "RowDecoder"]
 
 
 class IncrementalDetokenizer:
@@ -158,6 +158,62 @@ class RowDecoder:
         if not self.done:
             self.done = True
             self._append(self._detok.flush())
+
+
+class PromptLookup:
+    """Draft tokens for greedy decoding by prompt lookup (Saxena 2023; transformers'
+    ``prompt_lookup_num_tokens``): the tokens that followed the latest earlier occurrence of the text's
+    last n-gram, longest n-gram first. A RAG answer quotes its sources, so the draft is often right; the
+    model then checks a whole draft in one forward pass and keeps its longest correct prefix.
+
+    Parameters
+    ----------
+    ids : list of int
+        The prompt.
+    max_ngram, min_ngram : int
+        The n-gram sizes tried, longest first.
+
+    Lookups cost O(1): each n-gram is indexed once, by the position of the token after its latest
+    occurrence, as the text grows.
+
+    Examples
+    --------
+    >>> d = PromptLookup([5, 6, 7, 8, 9, 5, 6])
+    >>> d.draft([], 3)               # the text ends in 5 6, which was followed by 7 8 9
+    [7, 8, 9]
+    >>> d.draft([7, 1], 3)           # ... 5 6 7 1: "7 1" and "1" never occurred before
+    []
+    """
+
+    __slots__ = ("_hist", "_n", "_sizes", "_index", "_indexed")
+
+    def __init__(self, ids: Sequence[int], max_ngram: int = 3, min_ngram: int = 2) -> None:
+        if not 1 <= min_ngram <= max_ngram:
+            raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
+        self._hist = [int(t) for t in ids]
+        self._n = len(self._hist)
+        self._sizes = range(max_ngram, min_ngram - 1, -1)
+        self._index = {g: {} for g in self._sizes}
+        self._indexed = 0
+
+    def draft(self, new: Sequence[int], k: int) -> List[int]:
+        """Up to ``k`` tokens predicted to follow the prompt + ``new`` (the tokens generated so far; the
+        caller appends to the same list, earlier entries unchanged)."""
+        hist = self._hist
+        hist.extend(int(t) for t in new[len(hist) - self._n:])
+        end = len(hist)
+        for j in range(max(self._indexed, 1), end):      # j: the token after the n-gram ending at j - 1
+            for g in self._sizes:
+                if j >= g:
+                    self._index[g][tuple(hist[j - g:j])] = j
+        self._indexed = end
+        if k <= 0:
+            return []
+        for g in self._sizes:
+            j = self._index[g].get(tuple(hist[end - g:])) if end >= g else None
+            if j is not None:
+                return hist[j:j + k]
+        return []
 
 
 def check_sampling(max_new_tokens, temperature, top_p, stop, min_new_tokens=0, repetition_penalty=1.0) -> List[str]:

@@ -225,7 +225,7 @@ def cmd_demo(args) -> int:
         if rag is None:
             show_passages(question)
             return
-        stream = rag.stream(question, repetition_penalty=args.repetition_penalty)
+        stream = rag.stream(question, repetition_penalty=args.repetition_penalty, prompt_lookup=args.prompt_lookup)
         print(f"\nQ: {question}\nA: ", end="", flush=True)
         for piece in stream:
             print(piece, end="", flush=True)
@@ -242,6 +242,10 @@ def cmd_demo(args) -> int:
         for key, label in (("first_token_s", "first token"), ("prefill_s", "prefill"), ("decode_s", "decode")):
             if key in t:
                 parts.append(f"{label} {t[key]:.2f} s")
+        if t.get("decode_s") and t.get("new_tokens", 0) > 1:
+            parts.append(f"{(t['new_tokens'] - 1) / t['decode_s']:.1f} tokens/s")
+        if t.get("draft_tokens"):
+            parts.append(f"{t['accepted_tokens']} of {t['draft_tokens']} drafted tokens kept")
         print("timings: " + ", ".join(parts))
 
     if args.question:
@@ -475,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--max-new-tokens", type=int, default=160)
     pd.add_argument("--repetition-penalty", type=float, default=1.2,
                     help="discourage repeating generated tokens (default 1.2: the small default model loops without it)")
+    pd.add_argument("--prompt-lookup", type=int, default=8, metavar="N",
+                    help="draft up to N tokens per step from the prompt (the answer quoting its sources) and check "
+                         "them in one pass: same answer, sooner; 0: one token per step (default 8)")
     pd.add_argument("--retrieve-only", action="store_true", help="show the retrieved passages, no generation")
     pd.add_argument("--generator", default=None,
                     help="an exported generator folder (default: SmolLM2-135M-Instruct, exported on first use)")

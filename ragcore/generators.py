@@ -14,7 +14,8 @@ import numpy as np
 __all__ = ["CallableGenerator", "TransformersGenerator", "estimate_tokens"]
 
 Messages = List[Dict[str, str]]
-_TIMING_KEYS = ("prefill_s", "decode_s", "first_token_s", "prompt_tokens", "new_tokens")
+_TIMING_KEYS = ("prefill_s", "decode_s", "first_token_s", "prompt_tokens", "new_tokens", "steps", "draft_tokens",
+                "accepted_tokens")
 
 
 def _check_int(name: str, value: Any, lo: int) -> int:

@@ -18,7 +18,9 @@ uses on the CPU:
 Inputs: ``input_ids`` int64 (batch, seq); ``seqlens_k`` int32 (batch,) = tokens in the cache after this
 step minus one, per row; ``total_sequence_length`` int32 scalar = the largest of those plus one;
 ``last_index`` int64 (batch,) = row-major index into (batch * seq) of each row's last real token;
-the caches. Outputs: ``logits`` float32 (batch, vocab) and the caches.
+the caches. Outputs: ``logits`` float32 (batch, vocab) and the caches. ``last_index`` is a plain
+``Gather``: given m positions it yields m rows of logits, which prompt lookup uses to score all n tokens
+of one row's many-token step (m = n; onnxruntime does not check the declared ``batch`` there).
 
 Only numpy and onnx are used here: the weights come in as numpy arrays named as in Hugging Face's
 ``LlamaForCausalLM`` state dict.

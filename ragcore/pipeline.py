@@ -131,7 +131,8 @@ class Answer:
         ``1..len(sources)`` are ignored).
     timings : dict
         Seconds: ``retrieve_s``, ``prompt_s``, ``generate_s``, ``total_s``; plus what the generator reports
-        in ``last_timings`` (``prefill_s``, ``decode_s``, ``first_token_s``, token counts); when streaming,
+        in ``last_timings`` (``prefill_s``, ``decode_s``, ``first_token_s``, token counts; with prompt lookup
+        ``steps``, ``draft_tokens`` and ``accepted_tokens``); when streaming,
         ``first_token_s`` is measured from the generator call to the first text piece if not reported.
     dropped : int
         Retrieved sources left out of the prompt by the token budget.
@@ -397,7 +398,7 @@ def _reported(gen: Any) -> Dict[str, float]:
     rep = getattr(gen, "last_timings", None)
     if not isinstance(rep, Mapping):
         return {}
-    return {k: (int(rep[k]) if k.endswith("_tokens") else float(rep[k]))
+    return {k: (int(rep[k]) if k.endswith("_tokens") or k == "steps" else float(rep[k]))
             for k in _TIMING_KEYS if k in rep and rep[k] is not None}
 
 

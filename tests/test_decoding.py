@@ -186,3 +186,42 @@ def test_row_decoder_stops_before_a_pending_character():
 def test_limit_zero_is_done_at_once():
     row = RowDecoder(TOKENIZERS["byte-level"], set(), 0, [], adjust=None, pick=None)
     assert row.done and row.text == "" and row.tokens == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# prompt lookup: the drafter against a brute-force search of the whole text at every step
+
+def _lookup_oracle(hist, k, max_ngram, min_ngram):
+    """The tokens after the latest earlier occurrence of the text's last g tokens, g from max_ngram down."""
+    if k <= 0:
+        return []
+    n = len(hist)
+    for g in range(max_ngram, min_ngram - 1, -1):
+        if n < g:
+            continue
+        suffix = hist[n - g:]
+        for j in range(n - 1, g - 1, -1):          # j: the position after an occurrence ending at j - 1
+            if hist[j - g:j] == suffix:
+                return hist[j:j + k]
+    return []
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), vocab=st.integers(2, 6), n_prompt=st.integers(0, 40), n_new=st.integers(1, 30),
+       k=st.integers(0, 6), sizes=st.sampled_from([(3, 2), (3, 1), (1, 1), (4, 2)]))
+def test_prompt_lookup_matches_brute_force(seed, vocab, n_prompt, n_new, k, sizes):
+    from ragcore._decoding import PromptLookup
+    rng = np.random.default_rng(seed)
+    prompt = rng.integers(0, vocab, n_prompt).tolist()
+    new = []
+    d = PromptLookup(prompt, *sizes)
+    while len(new) < n_new:                           # the generated list grows by 1-3 tokens per call
+        new.extend(rng.integers(0, vocab, int(rng.integers(1, 4))).tolist())
+        assert d.draft(new, k) == _lookup_oracle(prompt + new, k, *sizes)
+
+
+def test_prompt_lookup_bad_sizes():
+    from ragcore._decoding import PromptLookup
+    for sizes in ((2, 3), (0, 0), (3, 0)):
+        with pytest.raises(ValueError, match="ngram"):
+            PromptLookup([1, 2, 3], *sizes)

@@ -590,6 +590,44 @@ def test_repetition_penalty_end_to_end(gen):
     assert rep(gen.last_tokens) < rep(tokens_plain)
 
 
+@needs_export
+def test_prompt_lookup_equals_step_by_step(gen):
+    """Greedy decoding with prompt lookup (drafts checked in one many-token pass) gives the tokens of
+    one-token steps: on an answer that quotes its prompt (most drafts kept), on free text (few drafts),
+    with a stop string, a minimum length, a repetition penalty and a limit inside a draft; streamed too."""
+    from pydoc_data.topics import topics
+    passage = " ".join(topics["with"].split())[:1200]
+    quote = [{"role": "user", "content": f"Passage: {passage}\nRepeat the passage word for word."}]
+    cases = [(quote, {}), (PROMPTS[1], {}), (PROMPTS[2], {}), (quote, {"stop": "context manager"}),
+             (PROMPTS[0], {"min_new_tokens": 30}), (quote, {"repetition_penalty": 1.3}),
+             (quote, {"max_new_tokens": 7})]
+    for prompt, kw in cases:
+        kw = {"max_new_tokens": 48, **kw}
+        plain = gen.generate(prompt, prompt_lookup=0, **kw)
+        plain_tokens, t0 = list(gen.last_tokens), gen.last_timings
+        assert "steps" not in t0
+        for k in (1, 3, 8):
+            assert gen.generate(prompt, prompt_lookup=k, **kw) == plain, (kw, k)
+            assert gen.last_tokens == plain_tokens, (kw, k)
+            t = gen.last_timings
+            assert t["new_tokens"] == len(plain_tokens) and t["prompt_tokens"] == t0["prompt_tokens"]
+            assert t["accepted_tokens"] <= t["draft_tokens"] and t["draft_tokens"] <= k * t["steps"]
+            # each step after the first token adds its accepted drafts and one token of its own
+            assert t["steps"] + t["accepted_tokens"] + 1 >= len(plain_tokens)
+        assert "".join(gen.stream(prompt, prompt_lookup=8, **kw)) == plain
+    # the quoting answer keeps most of its drafts: far fewer passes than tokens
+    gen.generate(quote, max_new_tokens=48, prompt_lookup=8)
+    t = gen.last_timings
+    assert t["new_tokens"] == 48 and t["accepted_tokens"] >= 24 and t["steps"] <= 24, t
+    # the default is the attribute; sampling ignores it
+    assert gen.prompt_lookup == 8
+    gen.generate(PROMPTS[1], max_new_tokens=8, temperature=0.7, seed=1)
+    assert "steps" not in gen.last_timings
+    for bad in (-1, 1.5, "8", True):
+        with pytest.raises(ValueError, match="prompt_lookup"):
+            gen.generate(PROMPTS[0], max_new_tokens=4, prompt_lookup=bad)
+
+
 def _cuda_provider() -> bool:
     try:
         import onnxruntime as ort
