@@ -348,6 +348,8 @@ class DenseIndex:
             if self.dtype == "float16" and float(np.abs(arr).max()) > _F16_MAX:
                 raise ValueError(f"vectors have values beyond float16's range (|x| > {_F16_MAX:g})")
             self._store.add(arr)
+            if self._deleted is not None:  # the host's mask covers every row, as on the CPU
+                self._deleted = np.concatenate([self._deleted[: self._n], np.zeros(n, np.uint8)])
             self._append_ids(id_arr, n)
             self._n += n
             return self
@@ -411,8 +413,7 @@ class DenseIndex:
         if len(rows_arr) != len(rows):
             raise ValueError("the same id appears twice in delete()")
         if self._deleted is not None and len(rows_arr):
-            known = rows_arr[rows_arr < self._deleted.shape[0]]  # a GPU index's mask may trail new rows
-            gone = known[self._deleted[known] != 0]
+            gone = rows_arr[self._deleted[rows_arr] != 0]
             if len(gone):
                 who = int(gone[0]) if self._ids is None else self._ids[int(gone[0])]
                 raise KeyError(f"id {who!r} was already deleted")

@@ -14,7 +14,8 @@ class Hits:
     indices : numpy.ndarray of int64, shape (n_queries, k)
         Document indices, best first; ``-1`` where fewer than ``k`` documents match.
     scores : numpy.ndarray of float32, shape (n_queries, k)
-        Their scores; ``-inf`` where ``indices == -1``.
+        Their scores; ``-inf`` where ``indices == -1``. A GPU index searched with CuPy queries returns
+        both as CuPy arrays, on the device (zero-copy).
     ids : numpy.ndarray of object, shape (n_queries, k), or None
         The caller's document ids (``None`` at padding) when ids were given at indexing, else None.
 
@@ -37,9 +38,12 @@ class Hits:
     def ids(self) -> Optional[np.ndarray]:
         if self._id_table is None:
             return None
-        out = np.full(self.indices.shape, None, dtype=object)  # None at padding (-1)
-        valid = self.indices >= 0
-        out[valid] = self._id_table[self.indices[valid]]  # O(n_queries * k), not O(n_docs)
+        ind = self.indices
+        if hasattr(ind, "__cuda_array_interface__") and not isinstance(ind, np.ndarray):
+            ind = ind.get()  # a device array (CuPy) of a GPU search: the ids are host objects
+        out = np.full(ind.shape, None, dtype=object)  # None at padding (-1)
+        valid = ind >= 0
+        out[valid] = self._id_table[ind[valid]]  # O(n_queries * k), not O(n_docs)
         return out
 
     def __len__(self) -> int:

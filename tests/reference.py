@@ -237,3 +237,16 @@ def assert_scores_close(got, ref, rtol=1e-5, what=""):
     assert got.shape == ref.shape, (got.shape, ref.shape)
     scale = float(np.max(np.abs(ref))) if ref.size else 1.0
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=1e-6 * max(scale, 1e-30), err_msg=what)
+
+
+def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values as a float32 / float16 / bfloat16 store holds them (round to nearest even), back in
+    float32 (the GPU dense store's rows)."""
+    x = np.asarray(x, np.float32)
+    if dtype == "float32":
+        return x.copy()
+    if dtype == "float16":
+        return x.astype(np.float16).astype(np.float32)
+    u = x.view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return u.view(np.float32)

@@ -20,6 +20,7 @@ import threading
 
 import numpy as np
 import pytest
+from reference import round_to
 
 SIZES = (1, 3, 97, 1000, 70000)
 KS = (1, 10, 100, 1024)
@@ -51,16 +52,6 @@ def cu():
 
 
 # ------------------------------------------------------------------------------ helpers
-def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
-    """float32 values as the store holds them (round to nearest even), back in float32."""
-    x = np.asarray(x, np.float32)
-    if dtype == "float32":
-        return x.copy()
-    if dtype == "float16":
-        return x.astype(np.float16).astype(np.float32)
-    u = x.view(np.uint32).astype(np.uint64)
-    u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
-    return u.view(np.float32)
 
 
 def exact_topk(scores: np.ndarray, k: int, live: np.ndarray | None = None) -> np.ndarray:
