@@ -342,8 +342,29 @@ struct DenseStore::Impl {
     b.bytes = want;
   }
 
-  void begin(cudaStream_t s) { RAGCORE_CUDA_CHECK(cudaStreamWaitEvent(s, last_op, 0)); }
-  void end(cudaStream_t s) { RAGCORE_CUDA_CHECK(cudaEventRecord(last_op, s)); }
+  // The GPU work of one call on stream s: it waits for the earlier calls' work, and last_op is recorded
+  // after it, by end() or, when the call throws half-way, by the destructor: the work queued before the
+  // error still runs, and a later call must not free or reuse its buffers before it has.
+  struct Op {
+    Impl& m;
+    cudaStream_t s;
+    bool ended = false;
+    Op(Impl& impl, cudaStream_t stream) : m(impl), s(stream) {
+      RAGCORE_CUDA_CHECK(cudaStreamWaitEvent(s, m.last_op, 0));
+    }
+    void end() {
+      ended = true;
+      RAGCORE_CUDA_CHECK(cudaEventRecord(m.last_op, s));
+    }
+    ~Op() {
+      if (!ended) {
+        (void)cudaEventRecord(m.last_op, s);
+        (void)cudaGetLastError();  // the error already travels in the exception
+      }
+    }
+    Op(const Op&) = delete;
+    Op& operator=(const Op&) = delete;
+  };
 
   size_t row_bytes() const { return static_cast<size_t>(dpad) * esize; }
 
@@ -361,16 +382,24 @@ struct DenseStore::Impl {
       if (nv.ptr != nullptr) (void)cudaFree(nv.ptr);
       throw;
     }
-    begin(stream);
-    RAGCORE_CUDA_CHECK(cudaMemsetAsync(nd.ptr, 0, nd.bytes, stream));
-    if (size > 0) {
-      RAGCORE_CUDA_CHECK(cudaMemcpyAsync(nv.ptr, vectors.ptr, static_cast<size_t>(size) * row_bytes(),
-                                         cudaMemcpyDeviceToDevice, stream));
-      RAGCORE_CUDA_CHECK(
-          cudaMemcpyAsync(nd.ptr, deleted.ptr, static_cast<size_t>(size), cudaMemcpyDeviceToDevice, stream));
+    try {
+      Op op(*this, stream);
+      RAGCORE_CUDA_CHECK(cudaMemsetAsync(nd.ptr, 0, nd.bytes, stream));
+      if (size > 0) {
+        RAGCORE_CUDA_CHECK(cudaMemcpyAsync(nv.ptr, vectors.ptr, static_cast<size_t>(size) * row_bytes(),
+                                           cudaMemcpyDeviceToDevice, stream));
+        RAGCORE_CUDA_CHECK(
+            cudaMemcpyAsync(nd.ptr, deleted.ptr, static_cast<size_t>(size), cudaMemcpyDeviceToDevice, stream));
+      }
+      op.end();
+      host_wait();  // the copies, and every earlier reader of the old buffers, are done
+    } catch (...) {  // the old buffers stay; the new ones go once nothing queued uses them
+      (void)cudaStreamSynchronize(stream);
+      (void)cudaFree(nv.ptr);
+      (void)cudaFree(nd.ptr);
+      (void)cudaGetLastError();
+      throw;
     }
-    end(stream);
-    host_wait();  // the copies, and every earlier reader of the old buffers, are done
     if (vectors.ptr != nullptr) RAGCORE_CUDA_CHECK(cudaFree(vectors.ptr));
     if (deleted.ptr != nullptr) RAGCORE_CUDA_CHECK(cudaFree(deleted.ptr));
     vectors = nv;
@@ -523,7 +552,7 @@ void DenseStore::add(const float* vectors, int64_t n) {
   const int64_t batch = std::max<int64_t>(1, (int64_t{64} << 20) / (m.dim * 4));  // rows per 64 MiB staging
   m.ensure(m.staging, static_cast<size_t>(std::min(batch, n) * m.dim) * sizeof(float));
   m.reserve(m.size + n);
-  m.begin(m.stream);
+  Impl::Op op(m, m.stream);
   for (int64_t r0 = 0; r0 < n; r0 += batch) {
     const int64_t rows = std::min(batch, n - r0);
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(m.staging.ptr, vectors + r0 * m.dim, static_cast<size_t>(rows * m.dim) * sizeof(float),
@@ -531,7 +560,7 @@ void DenseStore::add(const float* vectors, int64_t n) {
     void* dst = static_cast<char*>(m.vectors.ptr) + static_cast<size_t>(m.size + r0) * m.row_bytes();
     detail::launch_store_rows(m.dtype, m.staging.as<float>(), rows, m.dim, m.dpad, dst, m.stream);
   }
-  m.end(m.stream);
+  op.end();
   RAGCORE_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.size += n;
 }
@@ -548,14 +577,14 @@ void DenseStore::set_deleted(const int64_t* indices, int64_t m_count) {
   DeviceScope scope(m.device);
   const int64_t batch = int64_t{8} << 20;
   m.ensure(m.staging, static_cast<size_t>(std::min(batch, m_count)) * sizeof(int64_t));
-  m.begin(m.stream);
+  Impl::Op op(m, m.stream);
   for (int64_t i0 = 0; i0 < m_count; i0 += batch) {
     const int64_t cnt = std::min(batch, m_count - i0);
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(m.staging.ptr, indices + i0, static_cast<size_t>(cnt) * sizeof(int64_t),
                                        cudaMemcpyHostToDevice, m.stream));
     detail::launch_mark_deleted(m.staging.as<int64_t>(), cnt, m.deleted.as<uint8_t>(), m.stream);
   }
-  m.end(m.stream);
+  op.end();
   RAGCORE_CUDA_CHECK(cudaStreamSynchronize(m.stream));
 }
 
@@ -576,7 +605,7 @@ void DenseStore::search(const float* queries, int64_t nq, int64_t k, int64_t* in
   const Impl::Plan p = m.plan(nq, k);
   m.ensure_scratch(p, k, /*host_io=*/true);
   cudaStream_t s = m.stream;
-  m.begin(s);
+  Impl::Op op(m, s);
   for (int64_t q0 = 0; q0 < nq; q0 += p.qb) {
     const int qb = static_cast<int>(std::min<int64_t>(p.qb, nq - q0));
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(m.host_q.ptr, queries + q0 * m.dim, static_cast<size_t>(qb * m.dim) * sizeof(float),
@@ -587,7 +616,7 @@ void DenseStore::search(const float* queries, int64_t nq, int64_t k, int64_t* in
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(scores + q0 * k, m.host_sc.ptr, static_cast<size_t>(qb * k) * sizeof(float),
                                        cudaMemcpyDeviceToHost, s));
   }
-  m.end(s);
+  op.end();
   RAGCORE_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
@@ -626,12 +655,12 @@ void DenseStore::search_device(const float* queries, int64_t nq, int64_t k, int6
   const Impl::Plan p = m.plan(nq, k);
   m.ensure_scratch(p, k, /*host_io=*/false);
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  m.begin(s);
+  Impl::Op op(m, s);
   for (int64_t q0 = 0; q0 < nq; q0 += p.qb) {
     const int qb = static_cast<int>(std::min<int64_t>(p.qb, nq - q0));
     m.search_block(p, queries + q0 * m.dim, qb, static_cast<int>(k), indices + q0 * k, scores + q0 * k, s);
   }
-  m.end(s);
+  op.end();
 }
 
 int64_t DenseStore::to_host(float* out, int64_t rows) {
@@ -642,7 +671,7 @@ int64_t DenseStore::to_host(float* out, int64_t rows) {
   DeviceScope scope(m.device);
   const int64_t batch = std::max<int64_t>(1, (int64_t{64} << 20) / (m.dim * 4));
   m.ensure(m.staging, static_cast<size_t>(std::min(batch, n) * m.dim) * sizeof(float));
-  m.begin(m.stream);
+  Impl::Op op(m, m.stream);
   for (int64_t r0 = 0; r0 < n; r0 += batch) {
     const int64_t cnt = std::min(batch, n - r0);
     const void* src = static_cast<const char*>(m.vectors.ptr) + static_cast<size_t>(r0) * m.row_bytes();
@@ -650,7 +679,7 @@ int64_t DenseStore::to_host(float* out, int64_t rows) {
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(out + r0 * m.dim, m.staging.ptr, static_cast<size_t>(cnt * m.dim) * sizeof(float),
                                        cudaMemcpyDeviceToHost, m.stream));
   }
-  m.end(m.stream);
+  op.end();
   RAGCORE_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   return n;
 }
