@@ -128,33 +128,59 @@ class Generator:
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise ValueError("device='cuda' but onnxruntime has no CUDA execution provider here (no GPU, or the "
-                             "CPU-only onnxruntime package); use device='cpu' or install onnxruntime-gpu")
+            raise ValueError("device='cuda' but this onnxruntime has no CUDA execution provider (the CPU-only "
+                             "onnxruntime package, or it shadows onnxruntime-gpu); use device='cpu', or install "
+                             "onnxruntime-gpu alone")
         # onnxruntime's CUDA GroupQueryAttention runs float16/bfloat16 only: a float32 or int4/int8 graph
         # (float32 activations) is a CPU model, a float16 one a CUDA model
         on_gpu = cfg.get("precision") == "float16"
         if device == "cuda" and not on_gpu:
             raise ValueError(f"{path}: a {cfg.get('precision')} generator runs on the CPU; for CUDA export it with "
                              f"precision='float16'")
+        asked = device
         if device == "auto":
             device = "cuda" if on_gpu and "CUDAExecutionProvider" in available else "cpu"
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
             so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
-        try:
+
+        def sessions(providers):
             def session(name):
                 return ort.InferenceSession(str(path / name), sess_options=so, providers=providers) \
                     if name in files else None
 
-            self._sess = ort.InferenceSession(str(model_file), sess_options=so, providers=providers)
-            self._dsess = session(DECODE_FILE)     # int8: the graph for decode steps of one row
-            self._psess = session(PREFILL_FILE)    # prefill_precision="int8": the graph that prefills prompts
+            try:
+                # the model; int8: the graph for decode steps of one row; prefill_precision="int8": the
+                # graph that prefills prompts
+                return (ort.InferenceSession(str(model_file), sess_options=so, providers=providers),
+                        session(DECODE_FILE), session(PREFILL_FILE))
+            except Exception as e:
+                raise ValueError(f"{path}: onnxruntime cannot load it on the {device.upper()} "
+                                 f"({type(e).__name__}: {e})") from None
+
+        if device == "cuda":
+            if hasattr(ort, "preload_dlls"):  # CUDA / cuDNN from the nvidia-* pip packages, when installed
+                try:
+                    ort.preload_dlls()
+                except Exception:  # pragma: no cover - the session below says what is missing
+                    pass
+            self._sess, self._dsess, self._psess = sessions(["CUDAExecutionProvider", "CPUExecutionProvider"])
+            # onnxruntime lists its CUDA provider whenever the GPU package is installed, and falls back to the
+            # CPU (with a logged warning) when CUDA, cuDNN or the GPU cannot be used
+            if "CUDAExecutionProvider" not in self._sess.get_providers():
+                if asked == "cuda":
+                    raise ValueError("device='cuda' but onnxruntime could not start its CUDA execution provider "
+                                     "(no GPU visible, or the CUDA / cuDNN libraries onnxruntime-gpu needs are "
+                                     "missing: see onnxruntime's log above); use device='cpu'")
+                device = "cpu"
+        if device == "cpu":
+            self._sess, self._dsess, self._psess = sessions(["CPUExecutionProvider"])
+        try:
             self._tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as e:
-            raise ValueError(f"{path}: onnxruntime/tokenizers cannot load it ({type(e).__name__}: {e})") from None
+            raise ValueError(f"{path}: tokenizers cannot load its tokenizer.json ({type(e).__name__}: {e})") from None
         self._ort = ort
         self.path, self.config, self.device, self.threads = path, cfg, device, threads
         self._L = int(cfg["num_layers"])
@@ -572,17 +598,26 @@ class Generator:
                 binding.bind_cpu_input("last_index", np.arange(B, dtype=np.int64) * n + lens - S + n - 1)
                 prefill_sess.run_with_iobinding(binding)
             logits_b = logits[:B]
-            # decode: inputs live in arrays bound once and updated in place
+            # decode: inputs live in arrays updated in place
             if step_sess is not prefill_sess:
                 binding = bind(step_sess)
             tok = np.zeros((B, 1), dtype=np.int64)
             seqlens = (lens - 1).astype(np.int32)
             total = np.zeros((), dtype=np.int32)
+            step_inputs = {}
             for name, arr in (("input_ids", tok), ("seqlens_k", seqlens), ("total_sequence_length", total),
                               ("last_index", np.arange(B, dtype=np.int64))):
-                v = ort.OrtValue.ortvalue_from_numpy(arr)
+                step_inputs[name] = v = ort.OrtValue.ortvalue_from_numpy(arr)
                 keep.append((arr, v))
-                binding.bind_ortvalue_input(name, v)
+
+            # The step inputs are edited in place and bound again before every run: a session on CUDA copies
+            # a bound host input to the device when it is bound, not when it runs (onnxruntime's IOBinding),
+            # so a binding made once would feed the first step's values forever. On the CPU the OrtValues
+            # share the arrays' memory and a bind costs microseconds.
+            def run_step(**bound):
+                for name, v in {**step_inputs, **bound}.items():
+                    binding.bind_ortvalue_input(name, v)
+                step_sess.run_with_iobinding(binding)
             # lookup steps of n tokens: per n, input ids and positions, and a view of the logits, bound per step
             many = {}
             out = logits_b
@@ -601,18 +636,18 @@ class Generator:
                     ids_n[0] = toks
                     seqlens[0] = past + n - 1
                     total[...] = past + n
-                    binding.bind_ortvalue_input("input_ids", ids_v)
-                    binding.bind_ortvalue_input("last_index", last_v)
                     binding.bind_ortvalue_output("logits", logits_v)
-                    step_sess.run_with_iobinding(binding)
+                    run_step(input_ids=ids_v, last_index=last_v)
                     continue
+                if out is not logits_b:  # after a step of several tokens
+                    binding.bind_ortvalue_output("logits", logits_value)
                 out = logits_b
                 if int(seqlens.max()) + 2 > capacity:
                     raise RuntimeError(f"the KV cache of {capacity} positions is full")
                 tok[:, 0] = nxt
                 seqlens += 1
                 total[...] = int(seqlens.max()) + 1
-                step_sess.run_with_iobinding(binding)
+                run_step()
         finally:
             self._pool[B] = cache       # back to the pool for the next call
 

@@ -233,6 +233,80 @@ def test_device_follows_precision(exported, monkeypatch):
     assert gm.Generator.load(exported, device="auto", threads=1).device == "cpu"
 
 
+@needs_export
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_provider_that_cannot_start(exported, tmp_path, monkeypatch):
+    """onnxruntime-gpu lists its CUDA provider even when CUDA / cuDNN or the GPU cannot be used, and then
+    runs on the CPU: "cuda" says so, "auto" takes the CPU with the CPU's defaults. (The CPU package falls
+    back the same way when asked for CUDA.)"""
+    import onnxruntime as ort
+    fp16 = tmp_path / "as-fp16"   # the float32 files under a float16 config: the CUDA candidate
+    fp16.mkdir()
+    for f in exported.iterdir():
+        if f.name != gm.CONFIG:
+            (fp16 / f.name).symlink_to(f)
+    cfg = json.loads((exported / gm.CONFIG).read_text())
+    (fp16 / gm.CONFIG).write_text(json.dumps({**cfg, "precision": "float16"}))
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider"] + list(real))
+    with pytest.raises(ValueError, match="could not start its CUDA execution provider"):
+        gm.Generator.load(fp16, device="cuda")
+    auto = gm.Generator.load(fp16, device="auto", threads=2)
+    assert auto.device == "cpu" and auto.prompt_lookup == 8 and auto.prefill_chunk == 256
+    want = gm.Generator.load(exported, device="cpu", threads=2).generate(PROMPTS[0], max_new_tokens=6)
+    assert auto.generate(PROMPTS[0], max_new_tokens=6) == want
+
+
+class _BindAtBindTime:
+    """An IOBinding that takes its inputs' values when they are bound, as a CUDA session does with host
+    inputs (it copies them to the device then): editing an array after binding it changes nothing."""
+
+    def __init__(self, binding):
+        self.real = binding
+
+    def bind_ortvalue_input(self, name, value):
+        import onnxruntime as ort
+        if not name.startswith("past_key_values."):  # the caches live on the device, bound as they are
+            value = ort.OrtValue.ortvalue_from_numpy(value.numpy().copy())
+        self.real.bind_ortvalue_input(name, value)
+
+    def bind_cpu_input(self, name, array):
+        self.real.bind_cpu_input(name, np.array(array, copy=True))
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+class _CopyingSession:
+    def __init__(self, sess):
+        self.sess = sess
+
+    def io_binding(self):
+        return _BindAtBindTime(self.sess.io_binding())
+
+    def run_with_iobinding(self, binding):
+        return self.sess.run_with_iobinding(binding.real)
+
+    def __getattr__(self, name):
+        return getattr(self.sess, name)
+
+
+@needs_export
+def test_step_inputs_are_bound_before_every_run(gen, monkeypatch):
+    """On CUDA, a bound host input is copied when it is bound, not when the graph runs: the decode loop must
+    bind its step inputs again before every run (once bound, a CUDA generator fed its first step's token
+    and position forever). Checked on the CPU with a binding that copies at bind time, like CUDA's."""
+    quote = [{"role": "user", "content": "Repeat: the with statement wraps a block in a context manager."}]
+    want = [(gen.generate(p, max_new_tokens=16, prompt_lookup=k), list(gen.last_tokens))
+            for p in (PROMPTS[0], quote) for k in (0, 4)]
+    batch = gen.generate_batch(PROMPTS, max_new_tokens=10)
+    monkeypatch.setattr(gen, "_sess", _CopyingSession(gen._sess))
+    got = [(gen.generate(p, max_new_tokens=16, prompt_lookup=k), list(gen.last_tokens))
+           for p in (PROMPTS[0], quote) for k in (0, 4)]
+    assert got == want
+    assert gen.generate_batch(PROMPTS, max_new_tokens=10) == batch
+
+
 def test_unsupported_sources(tmp_path):
     with pytest.raises(ValueError, match="no such"):
         gm.export_generator(tmp_path / "nope.gguf", tmp_path / "out")
@@ -664,8 +738,16 @@ def test_cuda_generator_matches_cpu(exported_fp16):
         b = gpu.generate(p, max_new_tokens=12)
         # float16 sums in another order: the first tokens agree, near-ties further on may not
         assert gpu.last_tokens[:4] == cpu_tokens[:4], (a, b)
+    singles = []
+    for p in PROMPTS:
+        gpu.generate(p, max_new_tokens=8)
+        singles.append(list(gpu.last_tokens))
     batch = gpu.generate_batch(PROMPTS, max_new_tokens=8)
     assert len(batch) == 3 and all(isinstance(t, str) for t in batch)
+    assert [t[:4] for t in gpu.last_tokens] == [t[:4] for t in singles]
+    # drafted steps (several positions after a past) on the GPU
+    gpu.generate(PROMPTS[0], max_new_tokens=8, prompt_lookup=4)
+    assert gpu.last_tokens[:4] == singles[0][:4] and gpu.last_timings["steps"] >= 1
 
 
 @needs_export
