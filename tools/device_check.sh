@@ -17,20 +17,12 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 PY=${PYTHON:-python3}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
-# every step fits in BUDGET seconds from the start (the run's timeout_s less a margin): a step gets its own
-# limit or what is left, and is skipped (saying so) when under 30 s are left
-BUDGET=${BUDGET:-570}
-limit() { local left=$((BUDGET - SECONDS)); (( left < $1 )) && echo "$left" || echo "$1"; }
-enough() {  # a step skipped for time fails the run: what it checks was not checked
-  (( BUDGET - SECONDS >= 30 )) && return 0
-  echo "== $1: skipped, $((BUDGET - SECONDS)) s left of BUDGET=$BUDGET"; status=1; return 1
-}
+source tools/device_budget.sh   # BUDGET (570 s), limit, enough, status
 gpu=0
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   gpu=1
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 fi
-status=0
 if has build; then
   # the card's own architecture when known (sm_90 for an H100/H200), else the defaults (80;90)
   if [[ $gpu == 1 ]]; then
