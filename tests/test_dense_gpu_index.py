@@ -176,3 +176,21 @@ def test_hits_ids_of_device_arrays():
     hits = Hits(_fake_cuda.DeviceArray(idx), _fake_cuda.DeviceArray(np.zeros((1, 3), np.float32)),
                 np.array(["a", "b", "c"], dtype=object))
     assert hits.ids.tolist() == [["c", "a", None]]
+
+
+def test_cupy_queries_stay_on_the_device(backend):
+    if backend != "gpu":
+        pytest.skip("CuPy queries go through the real store only")
+    cp = pytest.importorskip("cupy")
+    pair = _pair("float32")
+    x, q = _vectors(200, 13), _vectors(6, 14)
+    _both(pair, "add", x, ids=[f"d{i}" for i in range(200)])
+    _both(pair, "delete", ["d5", "d150"])
+    for queries in (q, q[0]):
+        hg, hc = pair[0].search(cp.asarray(queries), 10), pair[1].search(queries, 10)
+        assert isinstance(hg.indices, cp.ndarray) and isinstance(hg.scores, cp.ndarray)
+        np.testing.assert_array_equal(cp.asnumpy(hg.indices), hc.indices)
+        np.testing.assert_array_equal(cp.asnumpy(hg.scores), hc.scores)
+        assert hg.ids.tolist() == hc.ids.tolist()
+    with pytest.raises(TypeError, match="float32"):
+        pair[0].search(cp.asarray(q, dtype=cp.float64), 10)
