@@ -194,3 +194,30 @@ def test_cupy_queries_stay_on_the_device(backend):
         assert hg.ids.tolist() == hc.ids.tolist()
     with pytest.raises(TypeError, match="float32"):
         pair[0].search(cp.asarray(q, dtype=cp.float64), 10)
+
+
+def test_bench_gpu_rows_run(backend, tmp_path, monkeypatch):
+    """bench_dense.py's GPU rows and their report, on the stand-in (the device check runs them for real):
+    the code a GPU session runs first must not have rotted unseen."""
+    import importlib.util
+    from pathlib import Path
+
+    if backend != "stand-in" or importlib.util.find_spec("cupy") is not None:
+        pytest.skip("with a GPU (and CuPy), tools/device_check.sh runs these rows on the real store")
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_dense
+
+    rows = []
+
+    class Args:
+        repeats = 1
+
+    bench_dense.run_gpu(1500, Args, rows)
+    assert len(rows) == 3 * 2 * 2   # dtypes x k x batch sizes (no CuPy rows without CuPy)
+    assert {r["engine"] for r in rows} >= {"ragcore cuda float32", "ragcore cuda float16", "ragcore cuda bfloat16"}
+    res = {"machine": bench_dense.machine_info(), "command": "test", "read_gbps": {}, "sgemm_gflops": {},
+           "rows": rows, "ragcore_isa": "?", "gpu": {}, "real_embeddings": {"skipped": "test"}, "seconds": 1.0}
+    bench_dense.write_report(res, tmp_path, "gpu")
+    report = (tmp_path / "gpu.md").read_text()
+    assert "| ragcore cuda bfloat16 | gpu | 100 | 1000 |" in report
