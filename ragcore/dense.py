@@ -509,10 +509,11 @@ class DenseIndex:
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Save to a directory (atomically: a crash never leaves a half-written index)."""
         if self._store is not None:
-            host = self._store.to_host()  # float32 rows (bfloat16 ones are saved as float32: exact)
-            dtype = "float16" if self.dtype == "float16" else "float32"
-            data = host.astype(np.float16) if dtype == "float16" else host
-            aux = None
+            host, dtype, aux = self._store.to_host(), self.dtype, None  # float32 rows, exact in the store's dtype
+            if dtype == "bfloat16":  # the upper halves of the float32 bits, which bfloat16 holds exactly
+                data = (host.view(np.uint32) >> 16).astype(np.uint16)
+            else:
+                data = host.astype(np.float16) if dtype == "float16" else host
         else:
             data, aux, dtype = self._data[: self._n], None if self._aux is None else self._aux[: self._n], self.dtype
         arrays = {"vectors": np.asarray(data)}
@@ -544,7 +545,8 @@ class DenseIndex:
              device: str = "auto") -> "DenseIndex":
         """Load an index saved by :meth:`save` (``mmap``: map the rows from disk, no copy; an
         ``add`` copies them into memory first). ``device`` as in the constructor; ``"auto"`` keeps an
-        index with an int8 prefilter on the CPU, and ``device="cuda"`` loads its float rows only."""
+        index with an int8 prefilter on the CPU, and ``device="cuda"`` loads its float rows only. A
+        bfloat16 index (saved from the GPU) loads on the CPU as float32, exactly."""
         manifest, arrays = storage.load_index(path, kind=_KIND, mmap=mmap, verify=verify)
         try:
             meta = manifest["meta"]
@@ -552,7 +554,9 @@ class DenseIndex:
             prefilter = meta.get("prefilter")
             if device == "auto":
                 device = "cpu" if dtype == "int8" or prefilter or not cuda_available() else "cuda"
-            obj = cls(dim, metric=meta["metric"], dtype=dtype, device=device)
+            # bfloat16 rows (saved from the GPU) load on the CPU as float32, exactly
+            obj = cls(dim, metric=meta["metric"], dtype="float32" if dtype == "bfloat16" and device == "cpu" else dtype,
+                      device=device)
             if obj.device == "cuda":  # the GPU scans the float rows (the codes are a CPU scan's shortcut)
                 prefilter = None
             _check_prefilter(prefilter, dtype, obj.device)
@@ -562,10 +566,12 @@ class DenseIndex:
                                           or pre_aux.shape != (n, 4)):
                 raise ValueError(f"an int8 prefilter without its (n, {dim}) int8 codes and (n, 4) float32 aux")
             vec = arrays["vectors"]
-            want = {"float32": np.float32, "float16": np.float16, "int8": np.int8}[dtype]
+            want = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "bfloat16": np.uint16}[dtype]
             if vec.dtype != want or vec.shape != (n, dim):
                 raise ValueError(f"vectors have dtype {vec.dtype} and shape {vec.shape}, expected "
                                  f"{np.dtype(want)} and {(n, dim)}")
+            if dtype == "bfloat16":
+                vec = (vec.astype(np.uint32) << 16).view(np.float32)
             aux = arrays.get("aux")
             if dtype == "int8" and (aux is None or aux.shape != (n, 2) or aux.dtype != np.float32):
                 raise ValueError("int8 vectors without their (n, 2) float32 scales")

@@ -15,6 +15,7 @@ import pytest
 import _fake_cuda
 import ragcore as rc
 import ragcore.dense as dense_mod
+from ragcore import storage
 from ragcore.hits import Hits
 
 DIM = 27
@@ -113,8 +114,10 @@ def test_save_and_load_after_deletes_and_adds(backend, dtype, tmp_path):
     pair[0].save(tmp_path / "gpu")
     on_gpu = rc.DenseIndex.load(tmp_path / "gpu", device="cuda")
     on_cpu = rc.DenseIndex.load(tmp_path / "gpu", device="cpu")
-    # bfloat16 rows are saved as float32 (exact); float16 ones as float16
-    assert on_gpu.dtype == ("float16" if dtype == "float16" else "float32")
+    # rows are saved in the index's dtype; bfloat16 loads on the CPU as float32 (exact)
+    assert on_gpu.dtype == dtype and on_cpu.dtype == ("float32" if dtype == "bfloat16" else dtype)
+    _, saved = storage.load_index(tmp_path / "gpu", kind="dense")
+    assert saved["vectors"].dtype == {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}[dtype]
     assert on_gpu.info == {"note": "gpu"} and len(on_gpu) == len(on_cpu) == 67
     for loaded in (on_gpu, on_cpu):
         _assert_same_search(loaded, pair[1], q, ks=(1, 10, 70))
