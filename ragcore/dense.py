@@ -40,7 +40,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from . import _core, storage
-from .hits import Hits
+from .hits import Hits, _is_cuda_array
 from .sparse import _ALL_THREADS, _check_ids, _check_k, _threads
 
 __all__ = ["DenseIndex", "cuda_available", "load"]
@@ -76,10 +76,6 @@ def _no_cuda_reason() -> str:
     if _cuda_module() is None:
         return "this ragcore was built without its CUDA kernels (no CUDA compiler at build time)"
     return "no CUDA GPU is visible (no driver or no device)"
-
-
-def _is_cuda_array(x: Any) -> bool:
-    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
 
 
 def _as_float_matrix(x: Any, dim: int, what: str) -> np.ndarray:

@@ -614,9 +614,9 @@ class Generator:
             # a bound host input to the device when it is bound, not when it runs (onnxruntime's IOBinding),
             # so a binding made once would feed the first step's values forever. On the CPU the OrtValues
             # share the arrays' memory and a bind costs microseconds.
-            def run_step(**bound):
-                for name, v in {**step_inputs, **bound}.items():
-                    binding.bind_ortvalue_input(name, v)
+            def run_step(**instead):
+                for name, v in step_inputs.items():
+                    binding.bind_ortvalue_input(name, instead.get(name, v))
                 step_sess.run_with_iobinding(binding)
             # lookup steps of n tokens: per n, input ids and positions, and a view of the logits, bound per step
             many = {}

@@ -1,9 +1,14 @@
 """Hits: what every retriever's ``search`` returns."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
+
+
+def _is_cuda_array(x: Any) -> bool:
+    """A device array (CuPy and the like): it has ``__cuda_array_interface__`` and is not numpy's."""
+    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
 
 
 class Hits:
@@ -39,7 +44,7 @@ class Hits:
         if self._id_table is None:
             return None
         ind = self.indices
-        if hasattr(ind, "__cuda_array_interface__") and not isinstance(ind, np.ndarray):
+        if _is_cuda_array(ind):
             ind = ind.get()  # a device array (CuPy) of a GPU search: the ids are host objects
         out = np.full(ind.shape, None, dtype=object)  # None at padding (-1)
         valid = ind >= 0
