@@ -69,6 +69,37 @@ def _is_chatml(template: str) -> bool:
     return "<|im_start|>" in template and "tools" not in template and "raise_exception" not in template
 
 
+def _render_jinja(template: str, messages: Sequence[Dict[str, str]], add_generation_prompt: bool) -> str:
+    """Render a non-ChatML chat template in jinja2's immutable sandbox.
+
+    The template comes from a model folder, i.e. from whoever published the model: a plain
+    ``jinja2.Environment`` lets ``{{ cycler.__init__.__globals__.os.popen('id').read() }}`` run a shell
+    command. The sandbox refuses attribute access to Python internals and mutation of the arguments;
+    a refused operation, a syntax error or the template's own ``raise_exception`` give ``ValueError``.
+    """
+    try:
+        import jinja2
+        import jinja2.ext
+        import jinja2.sandbox
+    except ImportError:
+        raise ImportError("this model's chat template is not ChatML; rendering it needs jinja2 (pip install jinja2)") from None
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                       extensions=[jinja2.ext.loopcontrols])
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(template).render(messages=[dict(m) for m in messages],
+                                                add_generation_prompt=add_generation_prompt,
+                                                bos_token="", eos_token="")
+    except jinja2.sandbox.SecurityError as e:
+        raise ValueError(f"the model's chat template tried an unsafe operation and was stopped: {e}") from None
+    except jinja2.exceptions.TemplateError as e:
+        raise ValueError(f"the model's chat template failed: {e}") from None
+
+
 # ---------------------------------------------------------------------------------------------------
 # the runtime
 
@@ -280,7 +311,9 @@ class Generator:
         """Render chat messages (``[{"role": ..., "content": ...}, ...]``) in the model's chat format.
 
         ChatML templates (SmolLM2, Qwen) are rendered by ragcore itself, with the template's default
-        system message; other templates need jinja2.
+        system message; other templates need jinja2 and are rendered in its immutable sandbox (as
+        transformers does): a template from a model folder cannot reach Python's internals, so it
+        cannot run code; one that tries raises ``ValueError``.
         """
         if isinstance(messages, (str, bytes)) or not messages:
             raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
@@ -290,13 +323,7 @@ class Generator:
         t = self._template
         if t is None or _is_chatml(t):
             return _render_chatml(t or _CHATML, messages, add_generation_prompt)
-        try:
-            import jinja2
-        except ImportError:
-            raise ImportError("this model's chat template is not ChatML; rendering it needs jinja2 (pip install jinja2)") from None
-        env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(t).render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                         bos_token="", eos_token="")
+        return _render_jinja(t, messages, add_generation_prompt)
 
     def _prompt_ids(self, prompt) -> List[int]:
         if isinstance(prompt, str):
