@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional, Sequence, Union
+import threading
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -145,6 +146,24 @@ def _quantise_int8(x: np.ndarray):
     return codes, np.ascontiguousarray(np.stack([scale, l1], axis=1))
 
 
+class _View(NamedTuple):
+    """What a search sees: the first ``n`` rows and their side arrays, as one immutable whole.
+
+    Writers (add, delete, set_prefilter, load) change the index under a lock and then publish a new
+    view with one attribute assignment; rows below ``n`` are never written again (an add writes past
+    them or into a grown copy) and the deleted mask is copied on write, so a view taken by a search
+    stays valid and consistent while other threads add and delete."""
+
+    n: int
+    n_deleted: int
+    data: Optional[np.ndarray]
+    aux: Optional[np.ndarray]
+    deleted: Optional[np.ndarray]
+    pre: Optional[np.ndarray]
+    pre_aux: Optional[np.ndarray]
+    ids: Optional[np.ndarray]
+
+
 def _check_prefilter(prefilter: Optional[str], dtype: str, device: str) -> None:
     if prefilter is None:
         return
@@ -231,23 +250,34 @@ class DenseIndex:
         self.prefilter: Optional[str] = None
         self._pre: Optional[np.ndarray] = None       # int8 prefilter codes (capacity, dim), or None
         self._pre_aux: Optional[np.ndarray] = None   # their (capacity, 4) float32 aux
+        self._lock = threading.RLock()               # writers; searches read self._view without it
+        self._publish()
         if prefilter is not None:
             self.set_prefilter(prefilter)
+
+    def _publish(self) -> None:
+        """Make the current rows visible to searches (called by writers, holding the lock)."""
+        n = self._n
+        cut = (lambda a: None if a is None else a[:n])
+        self._view = _View(n, self._n_deleted, cut(self._data), cut(self._aux),
+                           cut(self._deleted) if self._n_deleted else None, cut(self._pre), cut(self._pre_aux),
+                           cut(self._ids))
 
     # ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Number of live (not deleted) vectors."""
-        return self._n - self._n_deleted
+        v = self._view
+        return v.n - v.n_deleted
 
     @property
     def ntotal(self) -> int:
         """Rows stored, deleted ones included (row indices run from 0 to ntotal - 1)."""
-        return self._n
+        return self._view.n
 
     @property
     def ids(self) -> Optional[np.ndarray]:
         """The caller's ids of every row (deleted included), or None when rows have no ids."""
-        return None if self._ids is None else self._ids[: self._n]
+        return self._view.ids
 
     def __repr__(self) -> str:
         pre = "" if self.prefilter is None else f", prefilter={self.prefilter!r}"
@@ -267,15 +297,16 @@ class DenseIndex:
         True
         """
         _check_prefilter(prefilter, self.dtype, self.device)
-        if prefilter is None:
-            self.prefilter = self._pre = self._pre_aux = None
-            return self
-        cap = self._data.shape[0]
-        codes, aux = _prefilter_codes(self._data[: self._n])
-        self._pre = np.empty((cap, self.dim), np.int8)
-        self._pre_aux = np.empty((cap, 4), np.float32)
-        self._pre[: self._n], self._pre_aux[: self._n] = codes, aux
-        self.prefilter = prefilter
+        with self._lock:
+            if prefilter is None:
+                self.prefilter = self._pre = self._pre_aux = None
+            else:
+                cap = self._data.shape[0]
+                codes, aux = _prefilter_codes(self._data[: self._n])
+                pre, pre_aux = np.empty((cap, self.dim), np.int8), np.empty((cap, 4), np.float32)
+                pre[: self._n], pre_aux[: self._n] = codes, aux
+                self._pre, self._pre_aux, self.prefilter = pre, pre_aux, prefilter
+            self._publish()
         return self
 
     # ----------------------------------------------------------------------------------------
@@ -318,9 +349,16 @@ class DenseIndex:
         """Add vectors (n, dim) (or one (dim,) vector), with optional ids (unique str or int).
 
         Everything is checked before anything is stored: on an error the index is unchanged.
+        Searches running in other threads meanwhile see the index before or after the whole add.
         Returns the index itself.
         """
         arr = self._prepare(vectors, "vectors")
+        with self._lock:
+            self._add(arr, ids)
+            self._publish()
+        return self
+
+    def _add(self, arr: np.ndarray, ids: Optional[Sequence[Union[str, int]]]) -> None:
         n = arr.shape[0]
         id_arr = _check_ids(ids)
         if id_arr is not None:
@@ -339,7 +377,7 @@ class DenseIndex:
         elif self._ids is not None and n:
             raise ValueError("this index has ids: pass ids= for the new vectors too")
         if n == 0:
-            return self
+            return
         if self._store is not None:  # GPU: the store converts to its dtype on the device
             if self.dtype == "float16" and float(np.abs(arr).max()) > _F16_MAX:
                 raise ValueError(f"vectors have values beyond float16's range (|x| > {_F16_MAX:g})")
@@ -348,7 +386,7 @@ class DenseIndex:
                 self._deleted = np.concatenate([self._deleted[: self._n], np.zeros(n, np.uint8)])
             self._append_ids(id_arr, n)
             self._n += n
-            return self
+            return
         rows, aux = self._encode_rows(arr)
         pre = None if self._pre is None else _prefilter_codes(rows)
         self._grow(self._n + n)
@@ -359,7 +397,6 @@ class DenseIndex:
             self._pre[self._n: self._n + n], self._pre_aux[self._n: self._n + n] = pre
         self._append_ids(id_arr, n)
         self._n += n
-        return self
 
     def _append_ids(self, id_arr: Optional[np.ndarray], n: int) -> None:
         if id_arr is None:
@@ -386,11 +423,18 @@ class DenseIndex:
 
         Deleted rows are never returned by :meth:`search`; their space is kept (row indices stay
         stable). Unknown or already deleted ids raise ``KeyError`` and nothing is deleted.
+        Searches running in other threads meanwhile see all of the deletes or none.
         Returns the number of rows deleted.
         """
         if isinstance(ids, (str, bytes, int, np.integer)):
             ids = [ids]
         ids = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+        with self._lock:
+            count = self._delete(ids)
+            self._publish()
+        return count
+
+    def _delete(self, ids: list) -> int:
         rows = []
         if self._ids is None:
             for i in ids:
@@ -415,16 +459,16 @@ class DenseIndex:
                 raise KeyError(f"id {who!r} was already deleted")
         if not len(rows_arr):
             return 0
-        # a writable mask covering every row (and the CPU buffer's capacity, which _grow keeps in step)
+        # a new mask covering every row (and the CPU buffer's capacity, which _grow keeps in step):
+        # copied, never written in place, since searches may be reading the current one
         need = self._n if self._store is not None else max(self._data.shape[0], self._n)
-        if self._deleted is None or not self._deleted.flags.writeable or self._deleted.shape[0] < need:
-            dele = np.zeros(need, np.uint8)
-            if self._deleted is not None:
-                dele[: self._n] = self._deleted[: self._n]
-            self._deleted = dele
+        dele = np.zeros(need, np.uint8)
+        if self._deleted is not None:
+            dele[: self._n] = self._deleted[: self._n]
+        dele[rows_arr] = 1
         if self._store is not None:
             self._store.set_deleted(rows_arr)
-        self._deleted[rows_arr] = 1
+        self._deleted = dele
         self._n_deleted += len(rows_arr)
         return int(len(rows_arr))
 
@@ -449,16 +493,12 @@ class DenseIndex:
         k = _check_k(k)
         nt = _ALL_THREADS if threads is None else _threads(threads)
         if self._store is not None:
-            return self._search_cuda(queries, k)
+            with self._lock:  # the GPU store changes in place: searches and writes take turns
+                return self._search_cuda(queries, k)
         q = self._prepare(queries, "queries")
-        data = self._data[: self._n]
-        aux = None if self._aux is None else self._aux[: self._n]
-        dele = None if self._deleted is None or not self._n_deleted else self._deleted[: self._n]
-        pre = pre_aux = None
-        if self._pre is not None:
-            pre, pre_aux = self._pre[: self._n], self._pre_aux[: self._n]
-        idx, scores = _core.dense_search(data, aux, dele, q, k, nt, 0, pre, pre_aux)
-        return Hits(idx, scores, self.ids)
+        v = self._view  # one snapshot from start to end
+        idx, scores = _core.dense_search(v.data, v.aux, v.deleted, q, k, nt, 0, v.pre, v.pre_aux)
+        return Hits(idx, scores, v.ids)
 
     def _search_cuda(self, queries: Any, k: int) -> Hits:
         if k > 1024:
@@ -496,43 +536,47 @@ class DenseIndex:
     def vectors(self) -> np.ndarray:
         """The stored rows as float32 (n, dim), deleted ones included (int8 rows dequantised)."""
         if self._store is not None:
-            return self._store.to_host()
-        data = self._data[: self._n]
+            with self._lock:
+                return self._store.to_host()
+        v = self._view
         if self.dtype == "int8":
-            return data.astype(np.float32) * self._aux[: self._n, :1]
-        return data.astype(np.float32)
+            return v.data.astype(np.float32) * v.aux[:, :1]
+        return v.data.astype(np.float32)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Save to a directory (atomically: a crash never leaves a half-written index)."""
-        if self._store is not None:
-            host, dtype, aux = self._store.to_host(), self.dtype, None  # float32 rows, exact in the store's dtype
+        """Save to a directory (atomically: a crash never leaves a half-written index). Adds and
+        deletes from other threads meanwhile are in the saved index entirely or not at all."""
+        with self._lock:
+            v, prefilter = self._view, self.prefilter
+            host = self._store.to_host() if self._store is not None else None
+        if host is not None:
+            dtype, aux = self.dtype, None  # float32 rows, exact in the store's dtype
             if dtype == "bfloat16":  # the upper halves of the float32 bits, which bfloat16 holds exactly
                 data = (host.view(np.uint32) >> 16).astype(np.uint16)
             else:
                 data = host.astype(np.float16) if dtype == "float16" else host
         else:
-            data, aux, dtype = self._data[: self._n], None if self._aux is None else self._aux[: self._n], self.dtype
+            data, aux, dtype = v.data, v.aux, self.dtype
         arrays = {"vectors": np.asarray(data)}
         if aux is not None:
             arrays["aux"] = np.asarray(aux)
-        if self._pre is not None:
-            arrays["pre_codes"] = np.asarray(self._pre[: self._n])
-            arrays["pre_aux"] = np.asarray(self._pre_aux[: self._n])
-        if self._deleted is not None and self._n_deleted:
-            arrays["deleted"] = np.asarray(self._deleted[: self._n])
+        if v.pre is not None:
+            arrays["pre_codes"], arrays["pre_aux"] = np.asarray(v.pre), np.asarray(v.pre_aux)
+        if v.deleted is not None:
+            arrays["deleted"] = np.asarray(v.deleted)
         try:
             json.dumps(self.info)
         except (TypeError, ValueError) as e:
             raise ValueError(f"index.info must be JSON-serialisable: {e}") from None
-        meta = {"dim": self.dim, "metric": self.metric, "dtype": dtype, "n": self._n, "ids": None,
-                "info": self.info, "prefilter": self.prefilter}
-        if self._ids is not None:
-            if self._ids.dtype == object:
-                data_s, offsets = storage.encode_strings(self._ids[: self._n].tolist())
+        meta = {"dim": self.dim, "metric": self.metric, "dtype": dtype, "n": v.n, "ids": None,
+                "info": self.info, "prefilter": prefilter}
+        if v.ids is not None:
+            if v.ids.dtype == object:
+                data_s, offsets = storage.encode_strings(v.ids.tolist())
                 arrays["ids_data"], arrays["ids_offsets"] = data_s, offsets
                 meta["ids"] = "str"
             else:
-                arrays["ids_int"] = np.asarray(self._ids[: self._n])
+                arrays["ids_int"] = np.asarray(v.ids)
                 meta["ids"] = "int"
         storage.save_index(path, _KIND, meta, arrays)
 
@@ -599,6 +643,7 @@ class DenseIndex:
             obj._n_deleted = int(np.count_nonzero(dele))
             if obj._store is not None and obj._n_deleted:
                 obj._store.set_deleted(np.flatnonzero(dele).astype(np.int64))
+        obj._publish()
         return obj
 
 

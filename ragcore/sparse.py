@@ -87,8 +87,32 @@ def _batches(corpus: Iterable, size: int):
         yield batch
 
 
+class _State:
+    """One index as a whole: the native index, its arrays, the caller's ids and the analyzer that
+    built it. Never changed once made; a retriever swaps in a new one (one attribute assignment, atomic
+    under the GIL) and every search reads one state from start to end, so a concurrent ``index()`` can
+    never label one corpus's rows with another's ids."""
+
+    __slots__ = ("index", "arrays", "ids", "analyzer", "_id_pos")
+
+    def __init__(self, index, arrays: Optional[dict], ids: Optional[np.ndarray], analyzer: Analyzer) -> None:
+        self.index, self.arrays, self.ids, self.analyzer = index, arrays, ids, analyzer
+        self._id_pos: Optional[dict] = None
+
+    def id_pos(self) -> dict:
+        """id -> document index (built on first use; a race builds it twice, equal)."""
+        pos = self._id_pos
+        if pos is None:
+            pos = self._id_pos = {v: i for i, v in enumerate(self.ids.tolist())}
+        return pos
+
+
 class _SparseRetriever:
-    """Shared machinery of BM25 and TfIdf: indexing, search, persistence."""
+    """Shared machinery of BM25 and TfIdf: indexing, search, persistence.
+
+    Thread safety: searches may run from any number of threads, also while another thread calls
+    ``index()``; each search answers from the index as it was when the search began (ids included).
+    """
 
     _kind = ""
 
@@ -98,10 +122,12 @@ class _SparseRetriever:
         if not isinstance(analyzer, Analyzer):
             raise TypeError(f"analyzer must be a ragcore.Analyzer, got {type(analyzer).__name__}")
         self.analyzer = analyzer
-        self._index = None
-        self._arrays: Optional[dict] = None
-        self.ids: Optional[np.ndarray] = None
-        self._id_pos: Optional[dict] = None
+        self._state = _State(None, None, None, analyzer)
+
+    @property
+    def ids(self) -> Optional[np.ndarray]:
+        """The caller's document ids (int64 or object array), or None when none were given."""
+        return self._state.ids
 
     # -- subclass hooks -------------------------------------------------------------------
     def _params(self) -> dict:
@@ -142,7 +168,8 @@ class _SparseRetriever:
         id_arr = _check_ids(ids)
         if id_arr is not None and hasattr(corpus, "__len__") and len(corpus) != len(id_arr):
             raise ValueError(f"got {len(id_arr)} ids for {len(corpus)} documents")
-        builder = _core.SparseBuilder(self.analyzer._core, self.analyzer.stems)
+        analyzer = self.analyzer
+        builder = _core.SparseBuilder(analyzer._core, analyzer.stems)
         bar = None
         if show_progress:
             from tqdm.auto import tqdm
@@ -152,10 +179,10 @@ class _SparseRetriever:
         try:
             for batch in _batches(corpus, batch_size):
                 builder.add_batch(batch, n, nt)
-                if self.analyzer.stems:
+                if analyzer.stems:
                     words = builder.pending_words()
                     if words:
-                        builder.resolve_pending(self.analyzer.stem_words(words))
+                        builder.resolve_pending(analyzer.stem_words(words))
                 builder.commit_batch(nt)
                 n += len(batch)
                 if bar is not None:
@@ -168,32 +195,38 @@ class _SparseRetriever:
         if id_arr is not None and len(id_arr) != n:
             raise ValueError(f"got {len(id_arr)} ids for {n} documents")
         arrays = builder.finish(*self._core_params(), nt)
-        self._install(arrays, n, id_arr)
+        self._install(arrays, n, id_arr, analyzer)
         return self
 
-    def _install(self, arrays: dict, n_docs: int, ids: Optional[np.ndarray]) -> None:
+    def _install(self, arrays: dict, n_docs: int, ids: Optional[np.ndarray],
+                 analyzer: Optional[Analyzer] = None) -> None:
+        analyzer = self.analyzer if analyzer is None else analyzer
         method, k1, b, delta, sublinear_tf, smooth_idf = self._core_params()
-        index = _core.SparseIndex(arrays, n_docs, method, k1, b, delta, sublinear_tf, smooth_idf, self.analyzer._core,
-                                  self.analyzer.stems)
+        index = _core.SparseIndex(arrays, n_docs, method, k1, b, delta, sublinear_tf, smooth_idf, analyzer._core,
+                                  analyzer.stems)
         if ids is not None and len(ids) != index.n_docs:
             raise ValueError(f"index has {index.n_docs} documents but {len(ids)} ids")
-        self._index, self._arrays, self.ids, self._id_pos = index, arrays, ids, None
+        self._state = _State(index, arrays, ids, analyzer)
 
     def _set_ids(self, ids: Sequence) -> None:
         """Attach ids to the current index (validated: unique, one per document)."""
+        st = self._state
+        n = 0 if st.index is None else st.index.n_docs
         arr = _check_ids(ids)
-        if len(arr) != len(self):
-            raise ValueError(f"got {len(arr)} ids for {len(self)} documents")
-        self.ids, self._id_pos = arr, None
+        if len(arr) != n:
+            raise ValueError(f"got {len(arr)} ids for {n} documents")
+        self._state = _State(st.index, st.arrays, arr, st.analyzer)
 
     # -- search -------------------------------------------------------------------------------
-    def _require(self):
-        if self._index is None:
+    def _require(self) -> _State:
+        st = self._state
+        if st.index is None:
             raise ValueError(f"this {type(self).__name__} is empty: call index() (or load()) first")
-        return self._index
+        return st
 
     def __len__(self) -> int:
-        return 0 if self._index is None else self._index.n_docs
+        index = self._state.index
+        return 0 if index is None else index.n_docs
 
     @property
     def n_docs(self) -> int:
@@ -203,10 +236,12 @@ class _SparseRetriever:
     @property
     def vocabulary_size(self) -> int:
         """Number of distinct terms in the index."""
-        return 0 if self._index is None else self._index.n_terms
+        index = self._state.index
+        return 0 if index is None else index.n_terms
 
-    def _mask(self, filter: Any) -> np.ndarray:
-        n = self._index.n_docs
+    @staticmethod
+    def _mask(st: _State, filter: Any) -> np.ndarray:
+        n = st.index.n_docs
         if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
             if filter.shape != (n,):
                 raise ValueError(f"filter mask must have shape ({n},), got {filter.shape}")
@@ -214,10 +249,8 @@ class _SparseRetriever:
         if isinstance(filter, (str, bytes)) or not hasattr(filter, "__iter__"):
             raise TypeError(f"filter must be a bool array or a sequence of ids, got {type(filter).__name__}")
         mask = np.zeros(n, dtype=np.bool_)
-        if self.ids is not None:
-            if self._id_pos is None:
-                self._id_pos = {v: i for i, v in enumerate(self.ids.tolist())}
-            pos = self._id_pos
+        if st.ids is not None:
+            pos = st.id_pos()
             for i in filter:
                 j = pos.get(i.item() if isinstance(i, np.generic) else i)
                 if j is None:
@@ -254,13 +287,14 @@ class _SparseRetriever:
             ``indices`` int64 and ``scores`` float32 of shape (n_queries, k), best first; ties go to
             the lower document index; only documents containing a query term are returned.
         """
-        index = self._index
+        st = self._state  # one snapshot from start to end
+        index = st.index
         if index is None:
             self._require()
         if k.__class__ is not int or k < 1:
             k = _check_k(k)
         nt = _ALL_THREADS if threads is None else _threads(threads)
-        mask = None if filter is None else self._mask(filter)
+        mask = None if filter is None else self._mask(st, filter)
         if isinstance(queries, (str, bytes)):
             res = index.search_text([queries], k, mask, nt)
             text = True
@@ -271,13 +305,13 @@ class _SparseRetriever:
                 else:
                     raise TypeError(f"queries must be a str or a list, got {type(queries).__name__}")
             if not queries:
-                return Hits(np.empty((0, k), np.int64), np.empty((0, k), np.float32), self.ids)
+                return Hits(np.empty((0, k), np.int64), np.empty((0, k), np.float32), st.ids)
             text = not isinstance(queries[0], (list, tuple))
             res = (index.search_text if text else index.search_tokens)(queries, k, mask, nt)
         if res.__class__ is list:  # a stemming index met new words: stem them once, then search
-            index.add_surface_words(res, self.analyzer.stem_words(res))
+            index.add_surface_words(res, st.analyzer.stem_words(res))
             res = index.search_text([queries] if isinstance(queries, (str, bytes)) else queries, k, mask, nt)
-        return Hits(res[0], res[1], self.ids)
+        return Hits(res[0], res[1], st.ids)
 
     def get_scores(self, query: Query) -> np.ndarray:
         """Score of every document for one query (str, or list[str] taken as-is): float32 (n_docs,).
@@ -285,11 +319,12 @@ class _SparseRetriever:
         Documents without any query term score 0, except with bm25l / bm25+ where every document
         gets the non-occurrence part of each query term (as in bm25s).
         """
-        index = self._require()
+        st = self._require()
+        index = st.index
         if isinstance(query, (str, bytes)):
             res = index.scores_text(query)
             if res.__class__ is list:
-                index.add_surface_words(res, self.analyzer.stem_words(res))
+                index.add_surface_words(res, st.analyzer.stem_words(res))
                 res = index.scores_text(query)
             return res
         if isinstance(query, (list, tuple)):
@@ -299,22 +334,22 @@ class _SparseRetriever:
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Save to a directory (atomically: a crash never leaves a half-written index)."""
-        self._require()
-        meta = {"params": self._params(), "analyzer": self.analyzer.to_config(),
-                "n_docs": int(self._index.n_docs), "n_terms": int(self._index.n_terms), "ids": None}
-        arrays = {k: np.asarray(v) for k, v in self._arrays.items()}
+        st = self._require()
+        meta = {"params": self._params(), "analyzer": st.analyzer.to_config(),
+                "n_docs": int(st.index.n_docs), "n_terms": int(st.index.n_terms), "ids": None}
+        arrays = {k: np.asarray(v) for k, v in st.arrays.items()}
         # The word -> stem map of a stemming index is not saved: the stems are the vocabulary, and a
         # loaded index stems each new query word once (then caches it), as bm25s stems its queries.
         arrays["surface_data"] = np.empty(0, np.uint8)
         arrays["surface_offsets"] = np.zeros(1, np.int64)
         arrays["surface_term"] = np.empty(0, np.int32)
-        if self.ids is not None:
-            if self.ids.dtype == object:
+        if st.ids is not None:
+            if st.ids.dtype == object:
                 meta["ids"] = "str"
-                arrays["ids_data"], arrays["ids_offsets"] = storage.encode_strings(self.ids.tolist())
+                arrays["ids_data"], arrays["ids_offsets"] = storage.encode_strings(st.ids.tolist())
             else:
                 meta["ids"] = "int"
-                arrays["ids_int"] = self.ids
+                arrays["ids_int"] = st.ids
         storage.save_index(path, self._kind, meta, arrays)
 
     @classmethod

@@ -51,3 +51,105 @@ def test_sandboxed_template_still_renders(tmp_path):
     (tmp_path / "chat_template.jinja").write_text("{% for %}", encoding="utf-8")
     with pytest.raises(ValueError, match="chat template failed"):
         _generator_with_template(tmp_path).apply_chat_template(msgs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. one snapshot per search: re-indexing / adding / deleting threads never mix two states
+
+def _run_threads(targets, seconds=3.0):
+    """Run the targets (each called with the stop event) for ``seconds``; re-raise what any raised."""
+    stop, raised = threading.Event(), []
+
+    def guard(fn):
+        try:
+            fn(stop)
+        except BaseException as e:  # noqa: BLE001 - reported on the test's thread
+            raised.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=guard, args=(fn,)) for fn in targets]
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    if raised:
+        raise raised[0]
+
+
+def _two_corpora(n=400):
+    a = [f"w{i} filler text" for i in range(n)]
+    b = [f"w{(i + 7) % n} other words" for i in range(n)]
+    ids_a, ids_b = [f"A{i}" for i in range(n)], [f"B{i}" for i in range(n)]
+    text = dict(zip(ids_a, a)) | dict(zip(ids_b, b))
+    return (a, ids_a), (b, ids_b), text
+
+
+@pytest.mark.parametrize("cls", [rc.BM25, rc.TfIdf])
+def test_search_while_reindexing_never_mixes_corpora(cls):
+    (a, ids_a), (b, ids_b), text = _two_corpora()
+    r = cls().index(a, ids=ids_a)
+    errors, checked = [], [0]
+
+    def reindex(stop):
+        flip = False
+        while not stop.is_set():
+            r.index(b if flip else a, ids=ids_b if flip else ids_a, threads=1)
+            flip = not flip
+
+    def search(stop, seed=0):
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            terms = [f"w{int(t)}" for t in rng.integers(0, 400, 8)]
+            hits = r.search(terms, k=3, threads=1, filter=None)
+            for term, row in zip(terms, hits.ids):
+                for doc_id in row:
+                    if doc_id is not None and term not in text[doc_id].split():
+                        errors.append((term, doc_id))
+            checked[0] += len(terms)
+
+    _run_threads([reindex] + [lambda stop, s=s: search(stop, s) for s in range(3)])
+    assert checked[0] > 100
+    assert not errors, f"{len(errors)} hits labelled with the other corpus's ids, e.g. {errors[:3]}"
+
+
+def test_dense_search_while_adding_and_deleting():
+    """Each add and delete is seen whole: a writer adds 6 near-copies of every anchor in one call and
+    deletes them in one call, so a search for an anchor sees 0 or 6 of them, never a part."""
+    dim, rng = 16, np.random.default_rng(0)
+    anchors = rng.standard_normal((50, dim)).astype(np.float32)
+    anchors /= np.linalg.norm(anchors, axis=1, keepdims=True)
+    vec = {f"a{i}": anchors[i] for i in range(50)}
+    index = rc.DenseIndex(dim, device="cpu").add(anchors, ids=list(vec))
+    errors, checked = [], [0]
+
+    def write(stop):
+        j = 0
+        while not stop.is_set():
+            x = np.repeat(anchors, 6, axis=0) + 1e-3 * np.random.default_rng(j).standard_normal((300, dim))
+            x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+            ids = [f"n{j}-{i}" for i in range(300)]
+            vec.update(zip(ids, x))
+            index.add(x, ids=ids)
+            index.delete(ids)
+            j += 1
+
+    def search(stop, seed):
+        r = np.random.default_rng(seed)
+        while not stop.is_set():
+            picks = r.integers(0, 50, 4)
+            hits = index.search(anchors[picks], k=7, threads=1)
+            for p, row_ids, row_scores in zip(picks, hits.ids, hits.scores):
+                copies = sum(1 for i in row_ids if i.startswith("n"))
+                if copies not in (0, 6) or f"a{p}" not in row_ids:
+                    errors.append(("partial", p, list(row_ids)))
+                for doc_id, s in zip(row_ids, row_scores):
+                    if abs(float(vec[doc_id] @ anchors[p]) - s) > 1e-4:
+                        errors.append(("score", p, doc_id, s))
+            checked[0] += 1
+
+    _run_threads([write] + [lambda stop, s=s: search(stop, s) for s in range(3)])
+    assert checked[0] > 50
+    assert not errors, errors[:3]
+    assert len(index) == 50
