@@ -32,6 +32,8 @@ from .encoder_export import (  # noqa: F401  (re-exported: ragcore.encoder.expor
 
 __all__ = ["Encoder", "export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
 
+from ._integrity import member, verify_sha256
+
 _SORT_WINDOW = 8192       # texts tokenized and length-sorted together (bounds the memory of encodings)
 
 
@@ -89,14 +91,20 @@ class Encoder:
         if want not in variants:
             raise ValueError(f"{path} has no {want} model (it has {sorted(variants)}); export it with "
                              f"quantize=({'int8' if quantized else 'none'!r},) or load with quantized={not quantized}")
-        model_file = path / variants[want]
+        model_file = member(path, variants[want], f"{CONFIG} 'variants'")
         for f in (model_file, path / "tokenizer.json"):
             if not f.is_file():
                 raise ValueError(f"{path}: {f.name} is missing")
-        expect = cfg["files"].get(model_file.name, {}).get("bytes")
+        files = cfg["files"]
+        entry = files.get(model_file.name) if isinstance(files, dict) else None
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path / CONFIG}: 'files' has no entry for {model_file.name}")
+        expect = entry.get("bytes")
         if expect is not None and model_file.stat().st_size != expect:
             raise ValueError(f"{model_file}: {model_file.stat().st_size} bytes, {CONFIG} says {expect} "
                              "(truncated or replaced; export it again)")
+        if "sha256" in entry:  # every export records it; hashed once per file version (cached)
+            verify_sha256(model_file, entry["sha256"], CONFIG, framing=b"\0")  # as export_encoder's _sha256
         try:
             tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as e:  # tokenizers raises its own Exception type

@@ -36,6 +36,7 @@ from .generator_export import (  # noqa: F401  (the folder format, and the expor
     CONFIG, DECODE_FILE, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PREFILL_FILE, PRECISIONS, RUNTIME_HINT,
     _is_generator_dir, _load_hf, _read_config, _require, default_source, export_generator)
 from ._decoding import PromptLookup, RowDecoder, check_sampling
+from ._integrity import member, verify_sha256
 from ._decoding import _first_stop, _stop_prefix_len  # noqa: F401  (tests)
 from ._decoding import check_sampling as _check_sampling  # noqa: F401  (tests)
 from ._optional import dist_version as _version  # noqa: F401  (used by bench/)
@@ -151,10 +152,15 @@ class Generator:
                              f"{FORMAT_VERSION}); export it again with export_generator")
         model_file = path / MODEL_FILE
         files = cfg.get("files") or {MODEL_FILE: {}}
+        if not isinstance(files, dict):
+            raise ValueError(f"{path / CONFIG}: 'files' must map file names to their sizes")
         for name, meta in files.items():
-            f, expect = path / name, (meta or {}).get("bytes")
+            f, meta = member(path, name, f"{CONFIG} 'files'"), meta or {}
+            expect = meta.get("bytes") if isinstance(meta, dict) else None
             if not f.is_file() or (expect is not None and f.stat().st_size != expect):
                 raise ValueError(f"{f}: missing or truncated (expected {expect} bytes); export it again")
+            if isinstance(meta, dict) and "sha256" in meta:  # hashed once per file version (cached)
+                verify_sha256(f, meta["sha256"], CONFIG)
         available = ort.get_available_providers()
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ._integrity import file_sha256
 from ._optional import require as _require
 from .encoder import default_cache_dir
 from .storage import check_export_target, staged_export, write_export_config
@@ -416,7 +417,7 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
                 "bos_token_id": None if cfg.bos_token_id is None else int(cfg.bos_token_id),
                 "max_context": int(cfg.max_position_embeddings), "precision": precision,
                 "kv_dtype": "float16" if precision == "float16" else "float32",
-                "files": {f.name: {"bytes": f.stat().st_size} for f in sorted(tmp.iterdir())
+                "files": {f.name: {"bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in sorted(tmp.iterdir())
                           if f.name.startswith((MODEL_FILE, PREFILL_FILE)) or f.name == DECODE_FILE},
                 "source": {"name": DEFAULT_MODEL if is_default else str(src), "kind": kind, "sha256": source_hash},
                 "export": options,

@@ -394,6 +394,11 @@ def test_load_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="model.onnx.*bytes"):
         Encoder.load(bad, quantized=False)
     (bad / "model.onnx").write_bytes(b"\x07garbage" * (len(data) // 8) + b"\x00" * (len(data) % 8))
+    with pytest.raises(ValueError, match="model.onnx is corrupt or was modified: sha256"):
+        Encoder.load(bad, quantized=False)
+    cfg = json.loads((bad / E.CONFIG).read_text())                   # its hash recorded: onnxruntime refuses it
+    cfg["files"]["model.onnx"]["sha256"] = _framed_sha256(bad / "model.onnx")
+    (bad / E.CONFIG).write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="onnxruntime cannot load it"):
         Encoder.load(bad, quantized=False)
     only32 = export_encoder(tiny[0], tmp_path / "only32", quantize="none")
@@ -410,6 +415,53 @@ def test_load_errors(tiny, tmp_path):
     (newer / E.CONFIG).write_text(json.dumps({**cfg, "format_version": E.FORMAT_VERSION + 1}))
     with pytest.raises(ValueError, match="format_version"):
         Encoder.load(newer)
+
+
+def _framed_sha256(path):
+    from ragcore._integrity import file_sha256
+    return file_sha256(path, b"\0")
+
+
+def test_tampered_model_is_refused_and_hashing_is_cached(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    from ragcore import _integrity
+    monkeypatch.setenv("RAGCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_integrity, "_verified", {})
+    enc = tmp_path / "enc"
+    shutil.copytree(tiny[1], enc)
+    calls = []
+    real = _integrity.file_sha256
+    monkeypatch.setattr(_integrity, "file_sha256", lambda *a: calls.append(a) or real(*a))
+    Encoder.load(enc, quantized=False)
+    Encoder.load(enc, quantized=False)
+    assert len(calls) == 1                                            # hashed once in this process
+    _integrity._verified.clear()
+    Encoder.load(enc, quantized=False)
+    assert len(calls) == 1                                            # and once across processes (the record)
+    model = enc / "model.onnx"
+    st = model.stat()
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4] = b"\xff\xff\x7f\x7f"    # 4 bytes of a weight: NaN/huge
+    model.write_bytes(bytes(data))
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))              # same size, same mtime: still caught
+    with pytest.raises(ValueError, match="corrupt or was modified"):
+        Encoder.load(enc, quantized=False)
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../outside.onnx", "sub/model.onnx", "link.onnx"])
+def test_model_paths_stay_inside_the_folder(tiny, tmp_path, name):
+    import shutil
+    enc = tmp_path / "enc"
+    shutil.copytree(tiny[1], enc)
+    shutil.copy(enc / "model.onnx", tmp_path / "outside.onnx")
+    (enc / "link.onnx").symlink_to(tmp_path / "outside.onnx")
+    cfg = json.loads((enc / E.CONFIG).read_text())
+    cfg["variants"]["float32"] = name
+    cfg["files"][name] = cfg["files"]["model.onnx"]
+    (enc / E.CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="outside the folder"):
+        Encoder.load(enc, quantized=False)
 
 
 def test_export_errors(tiny, tmp_path):

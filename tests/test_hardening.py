@@ -153,3 +153,33 @@ def test_dense_search_while_adding_and_deleting():
     assert checked[0] > 50
     assert not errors, errors[:3]
     assert len(index) == 50
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8. model folders: the files a config names stay inside the folder (the encoder's are in test_encoder.py)
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../model.onnx", "a/../../model.onnx"])
+def test_generator_files_stay_inside_the_folder(tmp_path, name):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tokenizers")
+    from ragcore import generator_export as G
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    (folder / G.CONFIG).write_text(json.dumps({"format": G.FORMAT, "format_version": G.FORMAT_VERSION,
+                                               "files": {name: {"bytes": 1}}}))
+    with pytest.raises(ValueError, match="outside the folder"):
+        Generator(folder)
+
+
+def test_generator_file_checksum(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tokenizers")
+    from ragcore import generator_export as G
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    (folder / G.MODEL_FILE).write_bytes(b"not the model")
+    (folder / G.CONFIG).write_text(json.dumps({"format": G.FORMAT, "format_version": G.FORMAT_VERSION,
+                                               "files": {G.MODEL_FILE: {"bytes": 13, "sha256": "0" * 64}}}))
+    with pytest.raises(ValueError, match="corrupt or was modified"):
+        Generator(folder)
