@@ -52,6 +52,7 @@ _CPU_DTYPES = ("float32", "float16", "int8")
 _CUDA_DTYPES = ("float32", "float16", "bfloat16")
 _KIND = "dense"
 _F16_MAX = 65504.0
+_IP_MAX_NORM = 1e18
 
 
 def _cuda_module():
@@ -313,7 +314,15 @@ class DenseIndex:
     def _prepare(self, vectors: Any, what: str) -> np.ndarray:
         arr = _as_float_matrix(vectors, self.dim, what)
         if self.metric == "cosine":
-            arr = _normalised(arr, what)
+            return _normalised(arr, what)
+        # inner products: |q . r| <= |q| |r| (every partial sum too), so norms up to 1e18 keep every
+        # score and the kernels' error bounds finite in float32 (max 3.4e38); beyond, a product could
+        # overflow to inf and outrank every finite score
+        norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))
+        if arr.shape[0] and not (norms <= _IP_MAX_NORM).all():
+            row = int(np.flatnonzero(~(norms <= _IP_MAX_NORM))[0])
+            raise ValueError(f"{what} row {row} has L2 norm {norms[row]:.3g}, above {_IP_MAX_NORM:g}: with "
+                             "metric='ip' its inner products could overflow float32; scale the vectors down")
         return arr
 
     def _encode_rows(self, arr: np.ndarray):
@@ -479,24 +488,26 @@ class DenseIndex:
         Parameters
         ----------
         k : int, default 10
-            Results per query; fewer live rows than ``k`` pads with index -1 and score -inf.
+            Results per query, capped at the number of live rows (at least 1): an index of 5 live rows
+            gives 5 columns for ``k=10``; an empty one pads with index -1 and score -inf.
         threads : int, optional
             CPU threads (default: all cores). One query is split over the rows; a batch over queries.
 
         Returns
         -------
         Hits
-            ``indices`` (row numbers, int64) and ``scores`` (float32) of shape (nq, k), best first,
+            ``indices`` (row numbers, int64) and ``scores`` (float32) of shape (nq, min(k, live rows)), best first,
             ties to the lower row; ``ids`` when the index has ids. On a GPU index, CuPy (or any
             ``__cuda_array_interface__``) queries give CuPy results without a host round trip.
         """
         k = _check_k(k)
         nt = _ALL_THREADS if threads is None else _threads(threads)
+        v = self._view  # one snapshot from start to end
+        k = min(k, max(v.n - v.n_deleted, 1))  # capped at the live rows: k=10**9 must not allocate 12 GB
         if self._store is not None:
             with self._lock:  # the GPU store changes in place: searches and writes take turns
                 return self._search_cuda(queries, k)
         q = self._prepare(queries, "queries")
-        v = self._view  # one snapshot from start to end
         idx, scores = _core.dense_search(v.data, v.aux, v.deleted, q, k, nt, 0, v.pre, v.pre_aux)
         return Hits(idx, scores, v.ids)
 

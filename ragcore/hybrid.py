@@ -368,7 +368,8 @@ class Hybrid:
         """
         k = _check_int("k", k, 1)
         depth = max(self.depth, k)
-        hits = [r.search(queries, k=depth) for r in self.retrievers]
+        hits = [_as_hits(r.search(queries, k=depth), i) for i, r in enumerate(self.retrievers)]
+        k = max(1, min(k, sum(h.indices.shape[1] for h in hits)))  # no more columns than candidates
         return fuse(hits, k, fusion=self.fusion, weights=self.weights, rrf_k=self.rrf_k,
                     normalization=self.normalization)
 

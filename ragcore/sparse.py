@@ -274,7 +274,8 @@ class _SparseRetriever:
         queries : str, list of str, or list of list of str
             One query text, a batch of texts, or a batch of pre-tokenized queries (taken as-is).
         k : int, default 10
-            Results per query (``k`` larger than the corpus pads with -1).
+            Results per query, capped at the number of documents: ``k`` larger than the corpus gives
+            ``n_docs`` columns; -1 pads where fewer documents match.
         threads : int, optional
             Threads over queries: None = all cores, 1 = the calling thread only.
         filter : bool array of shape (n_docs,) or sequence of ids, optional
@@ -284,8 +285,8 @@ class _SparseRetriever:
         Returns
         -------
         Hits
-            ``indices`` int64 and ``scores`` float32 of shape (n_queries, k), best first; ties go to
-            the lower document index; only documents containing a query term are returned.
+            ``indices`` int64 and ``scores`` float32 of shape (n_queries, min(k, n_docs)), best first;
+            ties go to the lower document index; only documents containing a query term are returned.
         """
         st = self._state  # one snapshot from start to end
         index = st.index
@@ -293,6 +294,7 @@ class _SparseRetriever:
             self._require()
         if k.__class__ is not int or k < 1:
             k = _check_k(k)
+        k = min(k, index.n_docs)  # capped at the collection size: k=10**9 must not allocate 12 GB
         nt = _ALL_THREADS if threads is None else _threads(threads)
         mask = None if filter is None else self._mask(st, filter)
         if isinstance(queries, (str, bytes)):

@@ -226,6 +226,9 @@ def assert_row_matches(indices, scores, ref_scores, matching, k, rtol=1e-5, what
 
 
 def assert_hits_match(hits, ref_score_rows, matching_rows, k, rtol=1e-5, what=""):
+    """``k`` is capped at the number of documents (the width of the reference rows)."""
+    if len(ref_score_rows):
+        k = min(k, len(ref_score_rows[0]))
     assert hits.indices.shape == (len(ref_score_rows), k)
     for qi, (ref, mt) in enumerate(zip(ref_score_rows, matching_rows)):
         assert_row_matches(hits.indices[qi], hits.scores[qi], ref, mt, k, rtol=rtol, what=f"{what} query {qi}")

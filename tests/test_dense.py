@@ -40,7 +40,7 @@ def check(hits, rows, queries, k, deleted=None, atol=1e-5):
     idx, sc = oracle(rows, queries, k, deleted)
     live = rows.shape[0] - (0 if deleted is None else int(np.count_nonzero(deleted)))
     kk = min(k, live)
-    assert hits.indices.shape == (len(queries), k) and hits.indices.dtype == np.int64
+    assert hits.indices.shape == (len(queries), min(k, max(live, 1))) and hits.indices.dtype == np.int64
     assert hits.scores.dtype == np.float32
     np.testing.assert_allclose(hits.scores[:, :kk], sc[:, :kk], atol=atol, rtol=0)
     got, want = hits.indices[:, :kk], idx[:, :kk]
@@ -274,13 +274,15 @@ def test_cuda_without_gpu_is_a_clear_error():
     assert rc.DenseIndex(8).device == "cpu"  # auto falls back
 
 
-def test_empty_index_and_k_beyond_n():
+def test_empty_index_and_k_capped_at_live_rows():
     index = rc.DenseIndex(4, device="cpu")
     hits = index.search(np.ones(4, np.float32), k=3)
-    assert hits.indices.tolist() == [[-1, -1, -1]] and np.isneginf(hits.scores).all()
-    index.add(np.eye(4, dtype=np.float32)[:2])
-    assert index.search(np.ones((5, 4), np.float32), k=3).indices[:, 2].tolist() == [-1] * 5
-    assert index.search(np.empty((0, 4), np.float32), k=3).indices.shape == (0, 3)
+    assert hits.indices.tolist() == [[-1]] and np.isneginf(hits.scores).all()
+    index.add(np.eye(4, dtype=np.float32)[:3])
+    assert index.search(np.ones((5, 4), np.float32), k=10**9).indices.shape == (5, 3)  # no 12 GB allocation
+    index.delete([1])
+    assert index.search(np.ones((5, 4), np.float32), k=3).indices.tolist() == [[0, 2]] * 5
+    assert index.search(np.empty((0, 4), np.float32), k=3).indices.shape == (0, 2)
 
 
 def test_isa_switch_errors():

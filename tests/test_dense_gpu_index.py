@@ -164,8 +164,10 @@ def test_bad_input_leaves_the_index_as_it_was(backend):
         gpu.add(x[:1])
     with pytest.raises(ValueError, match="k"):
         gpu.search(q, 0)
+    assert np.asarray(gpu.search(q, 1025).indices).shape == (3, 30)  # k capped at the live rows
+    wide = rc.DenseIndex(DIM, device="cuda").add(_vectors(1100, 13))
     with pytest.raises(ValueError, match="1024"):
-        gpu.search(q, 1025)
+        wide.search(q, 1025)
     big = rc.DenseIndex(DIM, metric="ip", dtype="float16", device="cuda")
     with pytest.raises(ValueError, match="float16"):
         big.add(np.full((1, DIM), 1e6, np.float32))

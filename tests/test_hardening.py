@@ -183,3 +183,29 @@ def test_generator_file_checksum(tmp_path):
                                                "files": {G.MODEL_FILE: {"bytes": 13, "sha256": "0" * 64}}}))
     with pytest.raises(ValueError, match="corrupt or was modified"):
         Generator(folder)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 9. k is capped at the collection size; inner products cannot overflow float32
+
+def test_huge_k_is_capped_at_the_collection_size():
+    bm25 = rc.BM25().index(["a cat", "a dog", "cat and dog"], ids=["x", "y", "z"])
+    hits = bm25.search(["cat", "dog"], k=10**9)
+    assert hits.indices.shape == (2, 3) and hits.ids[0].tolist() == ["x", "z", None]
+    dense = rc.DenseIndex(2, device="cpu").add(np.eye(2, dtype=np.float32))
+    assert dense.search(np.ones(2, np.float32), k=10**9).indices.shape == (1, 2)
+    hybrid = rc.Hybrid([bm25, rc.TfIdf().index(["a cat", "a dog", "cat and dog"], ids=["x", "y", "z"])])
+    assert hybrid.search("cat", k=10**9).indices.shape[1] <= 6
+
+
+def test_inner_products_that_could_overflow_are_refused():
+    big = np.array([[3e19, -3e19, 0, 0], [0, 0, 0, 0.5]], np.float32)   # finite, products 9e38 > float32 max
+    index = rc.DenseIndex(4, metric="ip", device="cpu")
+    with pytest.raises(ValueError, match="row 0 has L2 norm .* could overflow float32"):
+        index.add(big)
+    assert len(index) == 0
+    index.add(np.array([[1e17, -1e17, 0, 0], [0, 0, 0, 0.5]], np.float32))
+    with pytest.raises(ValueError, match="queries row 0 has L2 norm"):
+        index.search(big[:1], k=2)
+    hits = index.search(np.array([1e17, 1e17, 0, 1], np.float32), k=2)   # exact scores 0 and 0.5
+    assert hits.indices.tolist() == [[1, 0]] and hits.scores.tolist() == [[0.5, 0.0]]
