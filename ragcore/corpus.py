@@ -75,6 +75,8 @@ def _iter_records(p: Path) -> Iterator[Tuple[int, Dict[str, Any]]]:
             record = json.loads(line)
         except ValueError as e:
             raise ValueError(f"{p}:{lineno}: invalid JSON ({e})") from None
+        except RecursionError:   # json's parser recurses once per nesting level
+            raise ValueError(f"{p}:{lineno}: invalid JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise ValueError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
         yield lineno, record

@@ -204,3 +204,11 @@ def test_real_beir_data(name):
     assert sum(len(v) for v in qrels.values()) == n_rows
     assert set(qrels) <= set(queries)
     assert all(isinstance(s, int) and s >= 0 for v in qrels.values() for s in v.values())
+
+
+def test_corpus_deeply_nested_line(tmp_path):
+    f = tmp_path / "corpus.jsonl"
+    deep = "[" * 200000 + "]" * 200000
+    f.write_text('{"_id": "1", "text": "fine"}\n{"_id": "2", "text": "x", "meta": ' + deep + "}\n")
+    with pytest.raises(ValueError, match=r"corpus.jsonl:2: invalid JSON \(nested too deeply\)"):
+        list(iter_corpus(f))

@@ -38,8 +38,8 @@ def _leftovers(parent, keep):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_round_trip_dtypes_and_shapes(tmp_path, dtype, mmap):
     arrays = {f"a{i}": _random(dtype, shape, seed=i) for i, shape in enumerate(SHAPES)}
-    save_index(tmp_path / "idx", "bm25", {"k1": 1.5}, arrays)
-    manifest, loaded = load_index(tmp_path / "idx", kind="bm25", mmap=mmap)
+    save_index(tmp_path / "idx", "x", {"k1": 1.5}, arrays)
+    manifest, loaded = load_index(tmp_path / "idx", kind="x", mmap=mmap)
     assert list(loaded) == list(arrays)
     for name, a in arrays.items():
         b = loaded[name]
@@ -54,10 +54,10 @@ def test_round_trip_dtypes_and_shapes(tmp_path, dtype, mmap):
 def test_manifest_and_raw_files(tmp_path):
     a = np.arange(12, dtype=np.uint32).reshape(3, 4)
     meta = {"k1": 1.2, "method": "lucene", "n_docs": 3, "nested": {"x": [1, 2]}}
-    save_index(tmp_path / "idx", "bm25", meta, {"tf": a})
+    save_index(tmp_path / "idx", "x", meta, {"tf": a})
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert m["format"] == FORMAT and m["format_version"] == FORMAT_VERSION
-    assert m["kind"] == "bm25" and m["meta"] == meta and "created" in m and "ragcore_version" in m
+    assert m["kind"] == "x" and m["meta"] == meta and "created" in m and "ragcore_version" in m
     assert m["files"] == {"tf": {"file": "tf.bin", "dtype": "<u4", "shape": [3, 4], "bytes": 48,
                                  "crc32": zlib.crc32(a.tobytes())}}
     # headerless: the raw file is exactly the little-endian C-order bytes
@@ -117,10 +117,10 @@ def test_creates_parent_directories(tmp_path):
 
 def test_overwrite_existing_index(tmp_path):
     path = tmp_path / "idx"
-    save_index(path, "bm25", {"v": 1}, {"old": np.arange(5), "shared": np.arange(3)})
-    save_index(str(path), "tfidf", {"v": 2}, {"shared": np.arange(4, dtype=np.int16)})
+    save_index(path, "x", {"v": 1}, {"old": np.arange(5), "shared": np.arange(3)})
+    save_index(str(path), "y", {"v": 2}, {"shared": np.arange(4, dtype=np.int16)})
     m, arrays = load_index(path)
-    assert m["kind"] == "tfidf" and m["meta"] == {"v": 2} and list(arrays) == ["shared"]
+    assert m["kind"] == "y" and m["meta"] == {"v": 2} and list(arrays) == ["shared"]
     assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "shared.bin"]
     assert _leftovers(tmp_path, {"idx"}) == []
 
@@ -151,7 +151,7 @@ def test_refuses_to_overwrite_unrelated_directory_or_file(tmp_path):
 
 def test_failure_while_writing_keeps_old_index(tmp_path, monkeypatch):
     path = tmp_path / "idx"
-    save_index(path, "bm25", {"v": 1}, {"a": np.arange(5)})
+    save_index(path, "x", {"v": 1}, {"a": np.arange(5)})
     calls = []
 
     def failing_fsync(fd):
@@ -161,7 +161,7 @@ def test_failure_while_writing_keeps_old_index(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
-        save_index(path, "bm25", {"v": 2}, {"a": np.arange(7), "b": np.arange(3)})
+        save_index(path, "x", {"v": 2}, {"a": np.arange(7), "b": np.arange(3)})
     monkeypatch.undo()
     m, arrays = load_index(path)
     assert m["meta"] == {"v": 1} and arrays["a"].tolist() == list(range(5))
@@ -170,7 +170,7 @@ def test_failure_while_writing_keeps_old_index(tmp_path, monkeypatch):
 
 def test_failure_at_rename_restores_old_index(tmp_path, monkeypatch):
     path = tmp_path / "idx"
-    save_index(path, "bm25", {"v": 1}, {"a": np.arange(5)})
+    save_index(path, "x", {"v": 1}, {"a": np.arange(5)})
     real_rename = os.rename
 
     def failing_rename(src, dst):
@@ -179,8 +179,9 @@ def test_failure_at_rename_restores_old_index(tmp_path, monkeypatch):
         return real_rename(src, dst)
 
     monkeypatch.setattr(storage.os, "rename", failing_rename)
+    monkeypatch.setattr(storage._dirswap, "_renameat2", None)   # the two-step swap (renames)
     with pytest.raises(OSError, match="rename failed"):
-        save_index(path, "bm25", {"v": 2}, {"a": np.arange(7)})
+        save_index(path, "x", {"v": 2}, {"a": np.arange(7)})
     monkeypatch.undo()
     assert load_index(path)[0]["meta"] == {"v": 1}
     assert _leftovers(tmp_path, {"idx"}) == []
@@ -202,14 +203,15 @@ def test_interrupt_while_writing_leaves_nothing(tmp_path, monkeypatch):
 @pytest.fixture
 def index(tmp_path):
     path = tmp_path / "idx"
-    save_index(path, "bm25", {}, {"a": np.arange(100, dtype=np.int64), "e": np.zeros(0, np.float32)})
+    save_index(path, "x", {}, {"a": np.arange(100, dtype=np.int64), "e": np.zeros(0, np.float32)})
     return path
 
 
-def _edit_manifest(path, fn):
+def _edit_manifest(path, fn, seal=True):
+    """Edit a manifest on purpose; ``seal``: recompute its checksum (else the checksum catches it)."""
     m = json.loads((path / "manifest.json").read_text())
     fn(m)
-    (path / "manifest.json").write_text(json.dumps(m))
+    (path / "manifest.json").write_text(json.dumps(storage.seal_manifest(m) if seal else m))
 
 
 def test_not_an_index(tmp_path):
@@ -219,7 +221,7 @@ def test_not_an_index(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         load_index(tmp_path / "f")
     (tmp_path / "d").mkdir()
-    with pytest.raises(ValueError, match="no manifest.json"):
+    with pytest.raises(ValueError, match="not a ragcore index: file manifest.json is missing"):
         load_index(tmp_path / "d")
 
 
@@ -242,7 +244,7 @@ def test_newer_version(index):
 
 
 def test_wrong_kind(index):
-    with pytest.raises(ValueError, match="is a 'bm25' index, expected 'tfidf'"):
+    with pytest.raises(ValueError, match="is a 'x' index, expected 'tfidf'"):
         load_index(index, kind="tfidf")
 
 
