@@ -14,6 +14,9 @@ def _is_cuda_array(x: Any) -> bool:
 class Hits:
     """Top-k results of a batch of queries.
 
+    ``k`` here is the width of the result: the ``k`` asked for, capped by the retrievers at the size of
+    their collection (a 3-document index searched with ``k=10`` gives 3 columns).
+
     Attributes
     ----------
     indices : numpy.ndarray of int64, shape (n_queries, k)
