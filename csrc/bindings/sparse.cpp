@@ -67,6 +67,21 @@ ArrayRef<Elem> array_ref(const py::dict& arrays, const char* name, py::list& kee
   return {static_cast<const Elem*>(a.data()), static_cast<size_t>(a.shape(0))};
 }
 
+SparseArraysRef arrays_ref(const py::dict& arrays, py::list& keep) {
+  SparseArraysRef a;
+  a.term_offsets = array_ref<int64_t>(arrays, "term_offsets", keep);
+  a.post_docs = array_ref<uint32_t>(arrays, "post_docs", keep);
+  a.post_weights = array_ref<float>(arrays, "post_weights", keep);
+  a.term_idf = array_ref<float>(arrays, "term_idf", keep);
+  a.term_const = array_ref<float>(arrays, "term_const", keep);
+  a.term_data = array_ref<uint8_t, char>(arrays, "term_data", keep);
+  a.term_str_offsets = array_ref<int64_t>(arrays, "term_str_offsets", keep);
+  a.surface_data = array_ref<uint8_t, char>(arrays, "surface_data", keep);
+  a.surface_offsets = array_ref<int64_t>(arrays, "surface_offsets", keep);
+  a.surface_term = array_ref<int32_t>(arrays, "surface_term", keep);
+  return a;
+}
+
 py::list str_list_out(const std::vector<std::string>& words) {
   py::list out(words.size());
   for (size_t i = 0; i < words.size(); ++i) out[i] = to_str(words[i]);
@@ -157,22 +172,30 @@ void bind_sparse(py::module_& m) {
           py::arg("method"), py::arg("k1"), py::arg("b"), py::arg("delta"), py::arg("sublinear_tf"),
           py::arg("smooth_idf"), py::arg("threads"));
 
+  m.def(
+      "validate_sparse_arrays",
+      [](const py::dict& arrays, size_t n_docs, const std::string& method, py::handle threads_obj) {
+        const int threads = threads_arg(threads_obj);
+        const Scorer scorer = scorer_from_name(method);
+        py::list keep;
+        const SparseArraysRef a = arrays_ref(arrays, keep);
+        std::vector<float> term_max;
+        {
+          py::gil_scoped_release nogil;
+          term_max = validate_sparse_arrays(a, n_docs, scorer, threads);
+        }
+        return to_numpy(std::move(term_max));
+      },
+      py::arg("arrays"), py::arg("n_docs"), py::arg("method"), py::arg("threads"),
+      "The validation SparseIndex runs on construction, alone (benchmarks): raises ValueError 'corrupt index: ...'; "
+      "returns each term's largest impact.");
+
   py::class_<SparseIndex, std::shared_ptr<SparseIndex>>(m, "SparseIndex")
       .def(py::init([](const py::dict& arrays, size_t n_docs, const std::string& method, double k1, double b, double delta,
                        bool sublinear_tf, bool smooth_idf, std::shared_ptr<Analyzer> analyzer, bool stemming) {
              ScoringParams p = make_params(method, k1, b, delta, sublinear_tf, smooth_idf);
              py::list keep;
-             SparseArraysRef a;
-             a.term_offsets = array_ref<int64_t>(arrays, "term_offsets", keep);
-             a.post_docs = array_ref<uint32_t>(arrays, "post_docs", keep);
-             a.post_weights = array_ref<float>(arrays, "post_weights", keep);
-             a.term_idf = array_ref<float>(arrays, "term_idf", keep);
-             a.term_const = array_ref<float>(arrays, "term_const", keep);
-             a.term_data = array_ref<uint8_t, char>(arrays, "term_data", keep);
-             a.term_str_offsets = array_ref<int64_t>(arrays, "term_str_offsets", keep);
-             a.surface_data = array_ref<uint8_t, char>(arrays, "surface_data", keep);
-             a.surface_offsets = array_ref<int64_t>(arrays, "surface_offsets", keep);
-             a.surface_term = array_ref<int32_t>(arrays, "surface_term", keep);
+             const SparseArraysRef a = arrays_ref(arrays, keep);
              // keep the arrays alive as long as the index; released with the GIL held
              auto* holder = new py::object(keep);
              std::shared_ptr<void> keepalive(holder, [](void* x) {
