@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "ragcore/parallel.hpp"
@@ -38,7 +39,7 @@ void check_length(const char* name, size_t got, size_t expected, const char* why
   RAGCORE_CORRUPT(got == expected, name << " has " << got << " elements, expected " << expected << " (" << why << ")");
 }
 
-inline bool finite_nonneg(float w) { return (w >= 0.0f) & (w <= FLT_MAX); }  // false for NaN
+inline bool finite_nonneg(float w) { return (w >= 0.0f) & (w <= FLT_MAX) & !std::signbit(w); }  // false for NaN
 
 // Postings of terms overlapping [pb, pe): docs < n_docs, strictly increasing within a term, weights
 // finite and >= 0; the largest weight of each term entirely inside the range goes to term_max, those
@@ -51,13 +52,25 @@ bool check_postings(const int64_t* off, size_t n_terms, const uint32_t* docs, co
   for (; t < n_terms && static_cast<size_t>(off[t]) < pe; ++t) {
     const size_t tb = static_cast<size_t>(off[t]), te = static_cast<size_t>(off[t + 1]);
     const size_t b = std::max(tb, pb), e = std::min(te, pe);
-    float m = 0.0f;
-    for (size_t p = b; p < e; ++p) {
-      const float w = pw[p];
-      ok &= static_cast<uint32_t>(docs[p] < n_docs) & static_cast<uint32_t>(finite_nonneg(w));
-      m = w > m ? w : m;
+    // on the bits: a float is finite and >= +0 iff its bits are <= 0x7F7FFFFF (as uint32), and those
+    // order as the floats do; one unsigned compare per check, one pass over each array
+    uint32_t mx = 0;
+    if (b < e) {
+      uint32_t w;
+      std::memcpy(&w, pw + b, 4);
+      ok &= static_cast<uint32_t>(docs[b] < n_docs) & static_cast<uint32_t>(w <= 0x7F7FFFFFu) &
+            static_cast<uint32_t>(b == tb || docs[b] > docs[b - 1]);
+      mx = w;
     }
-    for (size_t p = std::max(b, tb + 1); p < e; ++p) ok &= static_cast<uint32_t>(docs[p] > docs[p - 1]);
+    for (size_t p = b + 1; p < e; ++p) {
+      uint32_t w;
+      std::memcpy(&w, pw + p, 4);
+      ok &= static_cast<uint32_t>(docs[p] < n_docs) & static_cast<uint32_t>(docs[p] > docs[p - 1]) &
+            static_cast<uint32_t>(w <= 0x7F7FFFFFu);
+      mx = w > mx ? w : mx;
+    }
+    float m;
+    std::memcpy(&m, &mx, 4);
     if (b == tb && e == te) {
       term_max[t] = m;
     } else {
