@@ -112,7 +112,7 @@ struct SparseArraysRef {
 ///    decreasing, the last equal to the length of what they index (post_docs / post_weights,
 ///    term_data, surface_data); term_str_offsets has n_terms + 1 elements, n_terms < 2^31 - 1;
 ///  - post_weights as long as post_docs; within each term, post_docs strictly increasing (the cursor
-///    gallops) and < n_docs; post_weights finite and >= 0 (MaxScore adds non-negative impacts);
+///    gallops) and < n_docs; post_weights finite and >= +0 (MaxScore adds non-negative impacts; -0 is refused too);
 ///  - term_idf (TF-IDF) n_terms finite values >= 0, term_const (bm25l, bm25+) n_terms finite values,
 ///    both empty for the other scorers;
 ///  - surface_term: one per surface word, each -1 or a term id < n_terms; n_docs < 2^32 - 1.
