@@ -2,8 +2,9 @@
 ``ragcore._cuda`` with CMake (+ Ninja), in one CMake run.
 
 Environment knobs: RAGCORE_BUILD_TYPE (default Release), RAGCORE_CUDA=ON|OFF|AUTO (default AUTO: the
-CUDA module is built when nvcc is found, and its absence is not an error), CMAKE_ARGS (extra
-arguments), RAGCORE_BUILD_JOBS (default: all cores).
+CUDA module is built when nvcc is found, and its absence is not an error), RAGCORE_SANITIZE (e.g.
+``address,undefined``: _core built with those sanitizers, see tools/sanitize.sh; default none), CMAKE_ARGS
+(extra arguments), RAGCORE_BUILD_JOBS (default: all cores).
 """
 import os
 import shutil
@@ -54,6 +55,7 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DCMAKE_BUILD_TYPE={cfg}",
             f"-DRAGCORE_CUDA={os.environ.get('RAGCORE_CUDA', 'AUTO')}",
+            f"-DRAGCORE_SANITIZE={os.environ.get('RAGCORE_SANITIZE', '')}",
         ]
         try:
             import ninja  # noqa: F401

@@ -629,6 +629,7 @@ class DenseIndex:
             dele = arrays.get("deleted")
             if dele is not None and (dele.shape != (n,) or dele.dtype != np.uint8):
                 raise ValueError("the deleted mask must be uint8 (n,)")
+            _core.dense_validate(vec, aux, *((pre, pre_aux) if prefilter is not None else ()))  # finite rows, ...
             ids = None
             if meta["ids"] == "str":
                 ids = np.empty(n, dtype=object)

@@ -8,18 +8,24 @@
 #include <vector>
 
 #include "ragcore/common.hpp"
+#include "ragcore/parallel.hpp"
 
 namespace ragcore_py {
 namespace py = pybind11;
 
-/// View the UTF-8 bytes of a str (or the raw bytes of a bytes object). A str with lone surrogates
-/// is encoded with "surrogatepass" (its surrogates then act as invalid bytes, i.e. separators);
-/// that temporary is kept alive in `hold`. Returns false when obj is neither str nor bytes.
+inline std::string type_name(PyObject* o) { return Py_TYPE(o)->tp_name; }
+
+/// View the UTF-8 bytes of a str (or the raw bytes of a bytes object). The object viewed is kept
+/// alive in `hold` (a new reference): once the GIL is released, another thread may drop the
+/// caller's last reference to it (`queries[i] = "x"`) while the view is read. A str with lone
+/// surrogates is encoded with "surrogatepass" (its surrogates then act as invalid bytes, i.e.
+/// separators); that temporary is what `hold` keeps. Returns false when obj is neither str nor bytes.
 inline bool utf8_view(PyObject* o, std::string_view& out, std::vector<py::object>& hold) {
   if (PyUnicode_Check(o)) {
     Py_ssize_t n = 0;
     const char* p = PyUnicode_AsUTF8AndSize(o, &n);
     if (p) {
+      hold.push_back(py::reinterpret_borrow<py::object>(o));
       out = std::string_view(p, static_cast<size_t>(n));
       return true;
     }
@@ -31,10 +37,28 @@ inline bool utf8_view(PyObject* o, std::string_view& out, std::vector<py::object
     return true;
   }
   if (PyBytes_Check(o)) {
+    hold.push_back(py::reinterpret_borrow<py::object>(o));
     out = std::string_view(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)));
     return true;
   }
   return false;
+}
+
+/// The `threads` argument of a binding: a Python int (or anything with __index__) in
+/// [1, kMaxThreads]; TypeError / ValueError naming the value otherwise (pybind11's own int
+/// conversion gives a generic TypeError for 2**31 and lets 2**31 - 1 through to thread creation).
+inline int threads_arg(py::handle h) {
+  PyObject* o = h.ptr();
+  RAGCORE_CHECK_TYPE(!PyBool_Check(o) && !PyFloat_Check(o) && PyIndex_Check(o),
+                     "threads must be an int, got " << type_name(o));
+  py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+  if (!i) throw py::error_already_set();
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  RAGCORE_CHECK(!overflow && v >= 1 && v <= ragcore::kMaxThreads,
+                "threads must be between 1 and " << ragcore::kMaxThreads << ", got " << std::string(py::str(i)));
+  return static_cast<int>(v);
 }
 
 inline py::str to_str(std::string_view s) {
@@ -53,7 +77,6 @@ py::array_t<Out> to_numpy(std::vector<T>&& v) {
                           reinterpret_cast<const Out*>(p->data()), owner);
 }
 
-inline std::string type_name(PyObject* o) { return Py_TYPE(o)->tp_name; }
 
 /// Exception translator of every ragcore module: ragcore's error types -> ValueError, TypeError,
 /// IndexError, RuntimeError (anything else falls through to pybind11's own translation).

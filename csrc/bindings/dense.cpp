@@ -37,10 +37,10 @@ py::array side_matrix(const py::object& obj, const char* what, char kind, int it
   return a;
 }
 
-// search(data, aux, deleted, queries, k, threads, path, pre, pre_aux)
-//   -> (indices (nq,k) int64, scores (nq,k) float32)
-py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::array queries, int k, int threads,
-                       int path, py::object pre, py::object pre_aux) {
+// The collection of (n, dim) rows `data` with its side arrays (int8 scales; an optional int8 prefilter:
+// codes and aux), validated; `keep` holds the arrays the collection points into.
+dense::Collection make_collection(const py::array& data, const py::object& aux, const py::object& pre,
+                                  const py::object& pre_aux, std::vector<py::array>& keep) {
   dense::Collection c;
   c.dtype = dtype_of(data);
   RAGCORE_CHECK(data.ndim() == 2, "vectors must be 2-d (n, dim), got " << data.ndim() << " dimensions");
@@ -48,21 +48,30 @@ py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::a
   c.n = data.shape(0);
   c.dim = static_cast<int>(data.shape(1));
   c.data = data.data();
-  py::array aux_a, del_a;
   if (c.dtype == dense::DType::i8) {
     RAGCORE_CHECK(!aux.is_none(), "int8 vectors need their (n, 2) float32 scales");
-    aux_a = side_matrix(aux, "int8 scales", 'f', 4, "float32", c.n, 2);
-    c.aux = static_cast<const float*>(aux_a.data());
+    keep.push_back(side_matrix(aux, "int8 scales", 'f', 4, "float32", c.n, 2));
+    c.aux = static_cast<const float*>(keep.back().data());
   }
-  py::array pre_a, pre_aux_a;
   if (!pre.is_none()) {
     RAGCORE_CHECK(c.dtype != dense::DType::i8, "an int8 prefilter is for float32 or float16 rows");
-    pre_a = side_matrix(pre, "prefilter codes", 'i', 1, "int8", c.n, c.dim);
+    keep.push_back(side_matrix(pre, "prefilter codes", 'i', 1, "int8", c.n, c.dim));
+    c.pre = static_cast<const int8_t*>(keep.back().data());
     RAGCORE_CHECK(!pre_aux.is_none(), "prefilter codes need their (n, 4) float32 aux");
-    pre_aux_a = side_matrix(pre_aux, "prefilter aux", 'f', 4, "float32", c.n, 4);
-    c.pre = static_cast<const int8_t*>(pre_a.data());
-    c.pre_aux = static_cast<const float*>(pre_aux_a.data());
+    keep.push_back(side_matrix(pre_aux, "prefilter aux", 'f', 4, "float32", c.n, 4));
+    c.pre_aux = static_cast<const float*>(keep.back().data());
   }
+  return c;
+}
+
+// search(data, aux, deleted, queries, k, threads, path, pre, pre_aux)
+//   -> (indices (nq,k) int64, scores (nq,k) float32)
+py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::array queries, int k,
+                       py::handle threads_obj, int path, py::object pre, py::object pre_aux) {
+  const int threads = threads_arg(threads_obj);
+  std::vector<py::array> keep;
+  dense::Collection c = make_collection(data, aux, pre, pre_aux, keep);
+  py::array del_a;
   if (!deleted.is_none()) {
     del_a = py::array::ensure(deleted);
     RAGCORE_CHECK_TYPE(del_a && del_a.itemsize() == 1 && (del_a.dtype().kind() == 'b' || del_a.dtype().kind() == 'u'),
@@ -101,7 +110,8 @@ void bind_dense(py::module_& m) {
         "codes (n, dim) and aux (n, 4)); see ragcore/dense.hpp.");
   m.def(
       "dense_prefilter_codes",
-      [](py::array x, int threads) {
+      [](py::array x, py::handle threads_obj) {
+        const int threads = threads_arg(threads_obj);
         RAGCORE_CHECK_TYPE(x.dtype().kind() == 'f' && x.itemsize() == 4, "rows have dtype " << dtype_str(x)
                                                                                           << ", expected float32");
         RAGCORE_CHECK(x.ndim() == 2 && (x.flags() & py::array::c_style), "rows must be a C-contiguous (n, dim) array");
@@ -122,7 +132,8 @@ void bind_dense(py::module_& m) {
       "The int8 prefilter (codes (n, dim) int8, aux (n, 4) float32) of float32 rows; see ragcore/dense.hpp.");
   m.def(
       "read_probe",
-      [](py::array a, int threads) {
+      [](py::array a, py::handle threads_obj) {
+        const int threads = threads_arg(threads_obj);
         RAGCORE_CHECK(a.flags() & py::array::c_style, "array must be C-contiguous");
         const void* p = a.data();
         const size_t bytes = static_cast<size_t>(a.nbytes());
@@ -130,6 +141,19 @@ void bind_dense(py::module_& m) {
         return dense::read_probe(p, bytes, threads);
       },
       py::arg("array"), py::arg("threads") = 1, "XOR of the array's 8-byte words (a streaming-read probe).");
+  m.def(
+      "dense_validate",
+      [](py::array data, py::object aux, py::object pre, py::object pre_aux, py::object threads_obj) {
+        const int threads = threads_obj.is_none() ? hardware_threads() : threads_arg(threads_obj);
+        std::vector<py::array> keep;
+        const dense::Collection c = make_collection(data, aux, pre, pre_aux, keep);
+        py::gil_scoped_release release;
+        dense::validate_collection(c, threads);
+      },
+      py::arg("data"), py::arg("aux") = py::none(), py::arg("pre") = py::none(), py::arg("pre_aux") = py::none(),
+      py::arg("threads") = py::none(),
+      "Check loaded rows (see ragcore/dense.hpp validate_collection): ValueError 'corrupt index: ...' naming the "
+      "first bad row.");
   m.def("dense_isa", &dense::isa, "The instruction set of the dense kernels ('amx', 'avx512', 'avx2' or 'scalar').");
   m.def("dense_isas", &dense::isas, "The instruction sets this CPU runs, best first.");
   m.def("dense_set_isa", &dense::set_isa, py::arg("name"), "Force 'auto', 'amx', 'avx512', 'avx2' or 'scalar' (tests).");

@@ -51,8 +51,10 @@ const uint8_t* mask_ptr(const py::object& mask, size_t n_docs, py::array& keep) 
   return static_cast<const uint8_t*>(keep.data());
 }
 
-template <class T>
-const T* array_ptr(const py::dict& arrays, const char* name, size_t expected, py::list& keep) {
+// A 1-d contiguous array of the index (its dtype checked; its length and content are checked by the
+// core's validation), kept alive in `keep`.
+template <class T, class Elem = T>
+ArrayRef<Elem> array_ref(const py::dict& arrays, const char* name, py::list& keep) {
   RAGCORE_CHECK(arrays.contains(name), "index array '" << name << "' is missing");
   py::array a = arrays[name];
   const bool dtype_ok = a.itemsize() == sizeof(T) && py::dtype::of<T>().kind() == a.dtype().kind();
@@ -61,10 +63,23 @@ const T* array_ptr(const py::dict& arrays, const char* name, size_t expected, py
                                      << std::string(py::str(py::dtype::of<T>())));
   RAGCORE_CHECK(a.ndim() == 1 && (a.flags() & py::array::c_style),
                 "index array '" << name << "' must be 1-d and contiguous");
-  RAGCORE_CHECK(expected == SIZE_MAX || static_cast<size_t>(a.shape(0)) == expected,
-                "index array '" << name << "' has " << a.shape(0) << " elements, expected " << expected);
   keep.append(a);
-  return static_cast<const T*>(a.data());
+  return {static_cast<const Elem*>(a.data()), static_cast<size_t>(a.shape(0))};
+}
+
+SparseArraysRef arrays_ref(const py::dict& arrays, py::list& keep) {
+  SparseArraysRef a;
+  a.term_offsets = array_ref<int64_t>(arrays, "term_offsets", keep);
+  a.post_docs = array_ref<uint32_t>(arrays, "post_docs", keep);
+  a.post_weights = array_ref<float>(arrays, "post_weights", keep);
+  a.term_idf = array_ref<float>(arrays, "term_idf", keep);
+  a.term_const = array_ref<float>(arrays, "term_const", keep);
+  a.term_data = array_ref<uint8_t, char>(arrays, "term_data", keep);
+  a.term_str_offsets = array_ref<int64_t>(arrays, "term_str_offsets", keep);
+  a.surface_data = array_ref<uint8_t, char>(arrays, "surface_data", keep);
+  a.surface_offsets = array_ref<int64_t>(arrays, "surface_offsets", keep);
+  a.surface_term = array_ref<int32_t>(arrays, "surface_term", keep);
+  return a;
 }
 
 py::list str_list_out(const std::vector<std::string>& words) {
@@ -83,7 +98,8 @@ void bind_sparse(py::module_& m) {
            py::arg("analyzer"), py::arg("stemming"))
       .def(
           "add_batch",
-          [](SparseBuilder& b, py::handle batch, size_t offset, int threads) {
+          [](SparseBuilder& b, py::handle batch, size_t offset, py::handle threads_obj) {
+            const int threads = threads_arg(threads_obj);
             py::sequence seq = fast_seq(batch, "batch");
             const size_t n = py::len(seq);
             std::vector<DocInput> docs(n);
@@ -95,6 +111,7 @@ void bind_sparse(py::module_& m) {
                                  "document " << offset + i << " is " << type_name(o)
                                              << ", expected str or a list of str tokens");
               py::sequence toks = py::reinterpret_borrow<py::sequence>(o);
+              hold.push_back(toks);  // (its tokens are held one by one as they are viewed)
               docs[i].pretokenized = true;
               docs[i].tokens.resize(py::len(toks));
               for (size_t j = 0; j < docs[i].tokens.size(); ++j) {
@@ -122,7 +139,8 @@ void bind_sparse(py::module_& m) {
              b.resolve_pending(v);
            })
       .def("commit_batch",
-           [](SparseBuilder& b, int threads) {
+           [](SparseBuilder& b, py::handle threads_obj) {
+             const int threads = threads_arg(threads_obj);
              py::gil_scoped_release nogil;
              b.commit_batch(threads);
            })
@@ -130,7 +148,8 @@ void bind_sparse(py::module_& m) {
       .def(
           "finish",
           [](SparseBuilder& b, const std::string& method, double k1, double bb, double delta, bool sublinear_tf,
-             bool smooth_idf, int threads) {
+             bool smooth_idf, py::handle threads_obj) {
+            const int threads = threads_arg(threads_obj);
             ScoringParams p = make_params(method, k1, bb, delta, sublinear_tf, smooth_idf);
             SparseArrays a;
             {
@@ -153,39 +172,30 @@ void bind_sparse(py::module_& m) {
           py::arg("method"), py::arg("k1"), py::arg("b"), py::arg("delta"), py::arg("sublinear_tf"),
           py::arg("smooth_idf"), py::arg("threads"));
 
+  m.def(
+      "validate_sparse_arrays",
+      [](const py::dict& arrays, size_t n_docs, const std::string& method, py::handle threads_obj) {
+        const int threads = threads_arg(threads_obj);
+        const Scorer scorer = scorer_from_name(method);
+        py::list keep;
+        const SparseArraysRef a = arrays_ref(arrays, keep);
+        std::vector<float> term_max;
+        {
+          py::gil_scoped_release nogil;
+          term_max = validate_sparse_arrays(a, n_docs, scorer, threads);
+        }
+        return to_numpy(std::move(term_max));
+      },
+      py::arg("arrays"), py::arg("n_docs"), py::arg("method"), py::arg("threads"),
+      "The validation SparseIndex runs on construction, alone (benchmarks): raises ValueError 'corrupt index: ...'; "
+      "returns each term's largest impact.");
+
   py::class_<SparseIndex, std::shared_ptr<SparseIndex>>(m, "SparseIndex")
       .def(py::init([](const py::dict& arrays, size_t n_docs, const std::string& method, double k1, double b, double delta,
                        bool sublinear_tf, bool smooth_idf, std::shared_ptr<Analyzer> analyzer, bool stemming) {
              ScoringParams p = make_params(method, k1, b, delta, sublinear_tf, smooth_idf);
              py::list keep;
-             SparseIndex::View v;
-             const int64_t* toff = array_ptr<int64_t>(arrays, "term_offsets", SIZE_MAX, keep);
-             const size_t n_terms = py::len(keep[0]) - 1;
-             RAGCORE_CHECK(py::len(keep[0]) >= 1, "index array 'term_offsets' is empty");
-             v.n_terms = n_terms;
-             v.term_offsets = toff;
-             const size_t P = static_cast<size_t>(toff[n_terms]);
-             v.post_docs = array_ptr<uint32_t>(arrays, "post_docs", P, keep);
-             v.post_weights = array_ptr<float>(arrays, "post_weights", P, keep);
-             const bool tfidf = p.scorer == Scorer::tfidf;
-             const bool has_const = p.scorer == Scorer::bm25l || p.scorer == Scorer::bm25plus;
-             v.term_idf = array_ptr<float>(arrays, "term_idf", tfidf ? n_terms : 0, keep);
-             v.term_const = array_ptr<float>(arrays, "term_const", has_const ? n_terms : 0, keep);
-             if (!tfidf) v.term_idf = nullptr;
-             if (!has_const) v.term_const = nullptr;
-             v.n_docs = n_docs;
-             const int64_t* tso = array_ptr<int64_t>(arrays, "term_str_offsets", n_terms + 1, keep);
-             const size_t tbytes = static_cast<size_t>(tso[n_terms]);
-             const uint8_t* tdata = array_ptr<uint8_t>(arrays, "term_data", tbytes, keep);
-             const int64_t* soff = array_ptr<int64_t>(arrays, "surface_offsets", SIZE_MAX, keep);
-             const size_t n_surface = py::len(keep[keep.size() - 1]) - 1;
-             const uint8_t* sdata =
-                 array_ptr<uint8_t>(arrays, "surface_data", static_cast<size_t>(soff[n_surface]), keep);
-             const int32_t* sterm = array_ptr<int32_t>(arrays, "surface_term", n_surface, keep);
-             for (size_t t = 0; t < n_terms; ++t)
-               RAGCORE_CHECK(tso[t] <= tso[t + 1], "corrupt index: term string offsets decrease");
-             for (size_t s = 0; s < n_surface; ++s)
-               RAGCORE_CHECK(soff[s] <= soff[s + 1], "corrupt index: surface offsets decrease");
+             const SparseArraysRef a = arrays_ref(arrays, keep);
              // keep the arrays alive as long as the index; released with the GIL held
              auto* holder = new py::object(keep);
              std::shared_ptr<void> keepalive(holder, [](void* x) {
@@ -194,10 +204,8 @@ void bind_sparse(py::module_& m) {
              });
              std::shared_ptr<SparseIndex> idx;
              {
-               py::gil_scoped_release nogil;
-               idx = std::make_shared<SparseIndex>(v, p, std::move(analyzer), reinterpret_cast<const char*>(tdata),
-                                                   tso, reinterpret_cast<const char*>(sdata), soff, sterm,
-                                                   n_surface, stemming, keepalive);
+               py::gil_scoped_release nogil;  // the arrays are validated (in parallel) without the GIL
+               idx = std::make_shared<SparseIndex>(a, n_docs, p, std::move(analyzer), stemming, keepalive);
              }
              return idx;
            }),
@@ -207,7 +215,9 @@ void bind_sparse(py::module_& m) {
       .def_property_readonly("n_terms", &SparseIndex::n_terms)
       .def(
           "search_text",
-          [](const SparseIndex& idx, py::handle queries, size_t k, const py::object& mask, int threads) -> py::object {
+          [](const SparseIndex& idx, py::handle queries, size_t k, const py::object& mask,
+             py::handle threads_obj) -> py::object {
+            const int threads = threads_arg(threads_obj);
             std::vector<py::object> hold;
             auto texts = str_list(fast_seq(queries, "queries"), hold, "query");
             py::array keep;
@@ -230,7 +240,8 @@ void bind_sparse(py::module_& m) {
           "first (add_surface_words) when some are new.")
       .def(
           "search_tokens",
-          [](const SparseIndex& idx, py::handle queries, size_t k, const py::object& mask, int threads) {
+          [](const SparseIndex& idx, py::handle queries, size_t k, const py::object& mask, py::handle threads_obj) {
+            const int threads = threads_arg(threads_obj);
             std::vector<py::object> hold;
             py::sequence seq = fast_seq(queries, "queries");
             std::vector<std::vector<std::string_view>> qs(py::len(seq));
@@ -238,7 +249,9 @@ void bind_sparse(py::module_& m) {
               PyObject* o = PySequence_Fast_GET_ITEM(seq.ptr(), i);
               RAGCORE_CHECK_TYPE(PyList_Check(o) || PyTuple_Check(o),
                                  "query " << i << " is " << type_name(o) << ", expected a list of str tokens");
-              qs[i] = str_list(py::reinterpret_borrow<py::sequence>(o), hold, "token");
+              py::sequence toks = py::reinterpret_borrow<py::sequence>(o);
+              hold.push_back(toks);  // (its tokens are held by str_list)
+              qs[i] = str_list(toks, hold, "token");
             }
             py::array keep;
             const uint8_t* mp = mask_ptr(mask, idx.n_docs(), keep);

@@ -298,39 +298,31 @@ SparseArrays SparseBuilder::finish(const ScoringParams& params, int n_threads) {
 // ---------------------------------------------------------------------------------------------
 // Index
 
-SparseIndex::SparseIndex(View view, ScoringParams params, std::shared_ptr<const Analyzer> analyzer,
-                         const char* term_data, const int64_t* term_offsets, const char* surface_data,
-                         const int64_t* surface_offsets, const int32_t* surface_term, size_t n_surface,
-                         bool stemming, std::shared_ptr<void> keepalive)
-    : v_(view),
+SparseIndex::View SparseIndex::view_of(const SparseArraysRef& a, size_t n_docs, const ScoringParams& p) {
+  View v;
+  v.n_docs = n_docs;
+  v.n_terms = a.term_offsets.size - 1;
+  v.term_offsets = a.term_offsets.data;
+  v.post_docs = a.post_docs.data;
+  v.post_weights = a.post_weights.data;
+  v.term_idf = p.scorer == Scorer::tfidf ? a.term_idf.data : nullptr;
+  v.term_const = p.scorer == Scorer::bm25l || p.scorer == Scorer::bm25plus ? a.term_const.data : nullptr;
+  return v;
+}
+
+// Member order matters: term_max_ (the validation) is initialised before anything reads the arrays.
+SparseIndex::SparseIndex(const SparseArraysRef& a, size_t n_docs, ScoringParams params,
+                         std::shared_ptr<const Analyzer> analyzer, bool stemming, std::shared_ptr<void> keepalive)
+    : term_max_(validate_sparse_arrays(a, n_docs, params.scorer, hardware_threads())),
+      v_(view_of(a, n_docs, params)),
       params_(params),
       analyzer_(std::move(analyzer)),
-      terms_(term_data, term_offsets, view.n_terms),
-      surface_(surface_data, surface_offsets, n_surface),
-      surface_term_(surface_term, surface_term + n_surface),
+      terms_(a.term_data.data, a.term_str_offsets.data, v_.n_terms, "term_data"),
+      surface_(a.surface_data.data, a.surface_offsets.data, a.surface_term.size, "surface_data"),
+      surface_term_(a.surface_term.data, a.surface_term.data + a.surface_term.size),
       stemming_(stemming),
       keepalive_(std::move(keepalive)) {
   RAGCORE_ASSERT(analyzer_);
-  RAGCORE_CHECK(v_.n_docs < static_cast<size_t>(UINT32_MAX), "index has too many documents: " << v_.n_docs);
-  const int64_t P = v_.n_terms ? v_.term_offsets[v_.n_terms] : 0;
-  RAGCORE_CHECK(v_.n_terms == 0 || v_.term_offsets[0] == 0, "corrupt index: term offsets do not start at 0");
-  for (size_t t = 0; t < v_.n_terms; ++t)
-    RAGCORE_CHECK(v_.term_offsets[t] <= v_.term_offsets[t + 1], "corrupt index: term offsets decrease at term " << t);
-  for (int64_t p = 0; p < P; ++p)
-    RAGCORE_CHECK(v_.post_docs[p] < v_.n_docs, "corrupt index: posting " << p << " names document "
-                                                   << v_.post_docs[p] << " of " << v_.n_docs);
-  for (int32_t t : surface_term_)
-    RAGCORE_CHECK(t >= -1 && t < static_cast<int64_t>(v_.n_terms), "corrupt index: surface word maps to term " << t);
-  term_max_.assign(v_.n_terms, 0.0f);
-  for (size_t t = 0; t < v_.n_terms; ++t) {
-    float m = 0.0f;
-    for (int64_t p = v_.term_offsets[t]; p < v_.term_offsets[t + 1]; ++p) {
-      const float w = v_.post_weights[p];
-      RAGCORE_CHECK(w >= 0.0f, "corrupt index: negative impact " << w << " for term " << t);
-      m = std::max(m, w);
-    }
-    term_max_[t] = m;
-  }
 }
 
 void SparseIndex::finish_query(std::vector<std::pair<int32_t, float>>& toks, Queries& out) const {

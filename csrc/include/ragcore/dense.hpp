@@ -68,6 +68,13 @@ void search_path(const Collection& c, const float* queries, int64_t nq, int k, i
 /// rounded up by a relative 1e-6).
 void prefilter_codes(const float* x, int64_t n, int dim, int threads, int8_t* codes, float* aux);
 
+/// Check a collection loaded from disk: float32 / float16 rows finite (add() refuses NaN and
+/// infinities), int8 rows' codes in [-127, 127] with aux (scale, L1) = (a finite value > 0, the sum
+/// of the row's |codes|), a prefilter's aux finite, >= 0, with a scale > 0. Raises value_error
+/// "corrupt index: <array> row <r> ..." naming the first bad row. Rows split over `threads` threads.
+/// (Not checked: that a prefilter's codes and residual norm match the rows; `verify` checksums them.)
+void validate_collection(const Collection& c, int threads);
+
 /// XOR of the 8-byte words of [data, data + bytes), read by `threads` threads: the benchmarks time it
 /// as the machine's streaming read bandwidth.
 uint64_t read_probe(const void* data, size_t bytes, int threads);

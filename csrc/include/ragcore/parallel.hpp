@@ -1,5 +1,7 @@
 // Minimal fork-join parallelism: dynamic chunks over [0, n) on std::threads; an exception thrown
-// by any worker is re-thrown on the calling thread after every worker has joined.
+// by any worker is re-thrown on the calling thread after every worker has joined. A thread the
+// system refuses to start (memory, pid or thread limits) is not an error: the threads that did
+// start, the calling thread among them, take every chunk.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -9,6 +11,11 @@
 #include <vector>
 
 namespace ragcore {
+
+/// The most threads a caller may ask for (the bindings refuse more with a ValueError). Far above any
+/// useful count (one thread per hardware thread is the most that helps), low enough that per-thread
+/// scratch (a top-k heap, accumulators sized by the collection) cannot by itself exhaust memory.
+constexpr int kMaxThreads = 4096;
 
 /// Number of hardware threads (at least 1).
 inline int hardware_threads() {
@@ -48,8 +55,13 @@ void parallel_for(size_t n, int n_threads, size_t chunk, F&& fn) {
     }
   };
   std::vector<std::thread> threads;
-  threads.reserve(workers - 1);
-  for (int w = 1; w < workers; ++w) threads.emplace_back(work, w);
+  try {
+    threads.reserve(workers - 1);
+    for (int w = 1; w < workers; ++w) threads.emplace_back(work, w);
+  } catch (...) {
+    // std::system_error (EAGAIN: no memory for a stack, RLIMIT_NPROC, threads-max) or bad_alloc:
+    // start no more; the chunks are handed out dynamically, so those that started finish the work
+  }
   work(0);
   for (auto& t : threads) t.join();
   if (error) std::rethrow_exception(error);

@@ -84,6 +84,42 @@ class SparseBuilder {
   std::vector<uint32_t> doc_len_;
 };
 
+/// A borrowed array and its length.
+template <class T>
+struct ArrayRef {
+  const T* data = nullptr;
+  size_t size = 0;
+};
+
+/// The arrays of an index as SparseArrays describes them, borrowed (from a builder, or mapped from a
+/// file nobody checked): every length is given, nothing is trusted.
+struct SparseArraysRef {
+  ArrayRef<int64_t> term_offsets;
+  ArrayRef<uint32_t> post_docs;
+  ArrayRef<float> post_weights;
+  ArrayRef<float> term_idf, term_const;  ///< (n_terms,) where the scorer uses them, else empty
+  ArrayRef<char> term_data;
+  ArrayRef<int64_t> term_str_offsets;
+  ArrayRef<char> surface_data;
+  ArrayRef<int64_t> surface_offsets;
+  ArrayRef<int32_t> surface_term;
+};
+
+/// Check every structural invariant that search relies on and return each term's largest impact
+/// (n_terms,) (the MaxScore bounds). Raises value_error "corrupt index: <array> ..." naming the
+/// array, the position and the value found against the one expected:
+///  - term_offsets, term_str_offsets, surface_offsets: at least one element, the first 0, never
+///    decreasing, the last equal to the length of what they index (post_docs / post_weights,
+///    term_data, surface_data); term_str_offsets has n_terms + 1 elements, n_terms < 2^31 - 1;
+///  - post_weights as long as post_docs; within each term, post_docs strictly increasing (the cursor
+///    gallops) and < n_docs; post_weights finite and >= +0 (MaxScore adds non-negative impacts; -0 is refused too);
+///  - term_idf (TF-IDF) n_terms finite values >= 0, term_const (bm25l, bm25+) n_terms finite values,
+///    both empty for the other scorers;
+///  - surface_term: one per surface word, each -1 or a term id < n_terms; n_docs < 2^32 - 1.
+/// (Term and surface strings must also be unique: StringMap checks that as it rebuilds the maps.)
+/// Branch-free loops over the postings, split over up to `threads` threads.
+std::vector<float> validate_sparse_arrays(const SparseArraysRef& a, size_t n_docs, Scorer scorer, int threads);
+
 /// Read-only view of an index's arrays (from a builder or mmapped from disk) plus its vocabulary.
 class SparseIndex {
  public:
@@ -96,10 +132,10 @@ class SparseIndex {
     const float* term_const = nullptr;  ///< (n_terms,) or nullptr
   };
 
-  SparseIndex(View view, ScoringParams params, std::shared_ptr<const Analyzer> analyzer,
-              const char* term_data, const int64_t* term_offsets, const char* surface_data,
-              const int64_t* surface_offsets, const int32_t* surface_term, size_t n_surface,
-              bool stemming, std::shared_ptr<void> keepalive);
+  /// An index over borrowed arrays, validated first (validate_sparse_arrays: a corrupt array raises
+  /// value_error, never a crash); `keepalive` owns them for the index's lifetime.
+  SparseIndex(const SparseArraysRef& arrays, size_t n_docs, ScoringParams params,
+              std::shared_ptr<const Analyzer> analyzer, bool stemming, std::shared_ptr<void> keepalive);
 
   size_t n_docs() const { return v_.n_docs; }
   size_t n_terms() const { return v_.n_terms; }
@@ -169,8 +205,11 @@ class SparseIndex {
   std::unique_ptr<Scratch> acquire() const;
   void release(std::unique_ptr<Scratch> s) const;
 
+  static View view_of(const SparseArraysRef& a, size_t n_docs, const ScoringParams& p);
+
+  std::vector<float> term_max_;  // (n_terms,) largest impact of each term (MaxScore bounds); first:
+                                 // computed by the validation, which runs before anything reads the arrays
   View v_;
-  std::vector<float> term_max_;  // (n_terms,) largest impact of each term (MaxScore bounds)
   ScoringParams params_;
   std::shared_ptr<const Analyzer> analyzer_;
   StringMap terms_, surface_;

@@ -35,8 +35,10 @@ class StringMap {
  public:
   StringMap() { rehash(64); }
 
-  /// Rebuild from a saved arena: keys are data[offsets[i], offsets[i+1]), i in [0, n).
-  StringMap(const char* data, const int64_t* offsets, size_t n) {
+  /// Rebuild from a saved arena: keys are data[offsets[i], offsets[i+1]), i in [0, n); the offsets
+  /// must be valid (validate_sparse_arrays). Raises value_error "corrupt index: <what> holds ... twice"
+  /// when a key repeats (a saved map is a set: the second copy would be unreachable).
+  StringMap(const char* data, const int64_t* offsets, size_t n, const char* what = "keys") {
     arena_.assign(data, data + (n ? offsets[n] : 0));
     offsets_.assign(offsets, offsets + n + 1);
     if (n == 0) offsets_.assign(1, 0);
@@ -44,7 +46,13 @@ class StringMap {
     for (size_t i = 0; i < n; ++i) hashes_[i] = hash_bytes(data + offsets[i], offsets[i + 1] - offsets[i]);
     size_t cap = 64;
     while (cap < 2 * n) cap <<= 1;
-    rehash(cap);
+    slots_.assign(cap, Slot{0, 0, -1});
+    mask_ = cap - 1;
+    for (size_t i = 0; i < n; ++i) {
+      const int32_t dup = place(hashes_[i], static_cast<int32_t>(i), true);
+      RAGCORE_CHECK(dup < 0, "corrupt index: " << what << " holds the key of entry " << dup << " again at entry " << i
+                                               << " (" << key(i).size() << " bytes), expected unique keys");
+    }
   }
 
   size_t size() const { return hashes_.size(); }
@@ -111,13 +119,19 @@ class StringMap {
     return static_cast<uint32_t>(h >> 32) ^ static_cast<uint32_t>(len * 0x9E3779B1u);
   }
 
-  void place(uint64_t h, int32_t id) {
+  // Put id in the table; with check_dup, returns the id of an equal key met on the way instead
+  // (keys of up to 8 bytes compare in the slot; longer ones read the arena only on a tag match), else -1.
+  int32_t place(uint64_t h, int32_t id, bool check_dup = false) {
     const std::string_view k = key(id);
+    const uint64_t pre = prefix(k);
+    const uint32_t tag = make_tag(h, k.size());
     for (size_t s = h & mask_;; s = (s + 1) & mask_) {
-      if (slots_[s].id < 0) {
-        slots_[s] = Slot{prefix(k), make_tag(h, k.size()), id};
-        return;
+      const Slot& sl = slots_[s];
+      if (sl.id < 0) {
+        slots_[s] = Slot{pre, tag, id};
+        return -1;
       }
+      if (check_dup && sl.tag == tag && sl.prefix == pre && (k.size() <= 8 || key(sl.id) == k)) return sl.id;
     }
   }
 
