@@ -29,7 +29,9 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_ALL_THREADS = _cpu_count()
+#: the most threads a call may ask for (the native bindings check the same bound)
+MAX_THREADS = 4096
+_ALL_THREADS = min(_cpu_count(), MAX_THREADS)
 
 
 def _threads(threads: Optional[int]) -> int:
@@ -37,8 +39,8 @@ def _threads(threads: Optional[int]) -> int:
         return _ALL_THREADS
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
     return int(threads)
 
 
