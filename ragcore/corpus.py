@@ -162,7 +162,10 @@ def count_lines(path: PathLike) -> int:
     count, pending = 0, False  # pending: the current unfinished line has non-blank content
     with _open(p) as f:
         while True:
-            chunk = f.read(_CHUNK)
+            try:
+                chunk = f.read(_CHUNK)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise ValueError(f"{p}: corrupt or truncated gzip data after {count} lines ({e})") from None
             if not chunk:
                 break
             first = chunk.find(b"\n")

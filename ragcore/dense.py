@@ -165,6 +165,23 @@ class _View(NamedTuple):
     ids: Optional[np.ndarray]
 
 
+def _row_limit(metric: str, dim: int) -> float:
+    """The largest |component| a loaded row may have: a cosine row is unit length (1, with room for
+    rounding); an inner-product row is bounded so that |q . r| <= |q| |r| <= 1e18 * sqrt(dim) * limit
+    stays far below float32's maximum (add() refuses rows and queries of norm above 1e18)."""
+    if metric == "cosine":
+        return 1.0001
+    return float(min(_IP_MAX_NORM, 1e20 / np.sqrt(dim)))
+
+
+def _f16_bits_below(limit: float) -> int:
+    """The bits of the largest float16 <= limit (65504 at most)."""
+    h = np.float16(min(limit, _F16_MAX))
+    if float(h) > limit:
+        h = np.nextafter(h, np.float16(0))
+    return int(np.array(h).view(np.uint16))
+
+
 def _check_prefilter(prefilter: Optional[str], dtype: str, device: str) -> None:
     if prefilter is None:
         return
@@ -629,7 +646,9 @@ class DenseIndex:
             dele = arrays.get("deleted")
             if dele is not None and (dele.shape != (n,) or dele.dtype != np.uint8):
                 raise ValueError("the deleted mask must be uint8 (n,)")
-            _core.dense_validate(vec, aux, *((pre, pre_aux) if prefilter is not None else ()))  # finite rows, ...
+            limit = _row_limit(meta["metric"], dim)
+            _core.dense_validate(vec, aux, *((pre, pre_aux) if prefilter is not None else (None, None)),
+                                 max_abs=limit, max_abs_f16=_f16_bits_below(limit))  # finite, bounded rows, ...
             ids = None
             if meta["ids"] == "str":
                 ids = np.empty(n, dtype=object)

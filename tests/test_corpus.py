@@ -117,6 +117,8 @@ def test_truncated_gzip(tmp_path):
     path = _write(tmp_path / "c.jsonl.gz", data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt or truncated gzip"):
         list(iter_corpus(path))
+    with pytest.raises(ValueError, match="corrupt or truncated gzip"):
+        count_lines(path)                      # the progress bar's count too (was a raw EOFError)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 64, 1 << 20])

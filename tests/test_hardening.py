@@ -209,3 +209,25 @@ def test_inner_products_that_could_overflow_are_refused():
         index.search(big[:1], k=2)
     hits = index.search(np.array([1e17, 1e17, 0, 1], np.float32), k=2)   # exact scores 0 and 0.5
     assert hits.indices.tolist() == [[1, 0]] and hits.scores.tolist() == [[0.5, 0.0]]
+
+
+@pytest.mark.parametrize("metric, dtype, value", [("ip", "float32", 3e38), ("ip", "float32", 2e18),
+                                                  ("cosine", "float32", 2.0), ("cosine", "float16", 1.5),
+                                                  ("cosine", "int8", None), ("ip", "int8", None)])
+def test_loaded_rows_beyond_the_metric_bound_are_refused(tmp_path, metric, dtype, value):
+    """Rows that add() would refuse cannot come in through a file (the checksums recomputed)."""
+    from ragcore import storage
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    rc.DenseIndex(8, metric=metric, dtype=dtype, device="cpu").add(x).save(tmp_path / "d")
+    manifest, arrays = storage.load_index(tmp_path / "d", mmap=False)
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    if dtype == "int8":
+        arrays["aux"][2, 0] = 1e17 if metric == "ip" else 0.02   # scale * 127 beyond the bound
+    else:
+        arrays["vectors"][2, 3] = value
+    storage.save_index(tmp_path / "bad", "dense", manifest["meta"], arrays)
+    for verify in (True, False):
+        with pytest.raises(ValueError, match="corrupt index: (vectors|aux) row 2"):
+            rc.DenseIndex.load(tmp_path / "bad", verify=verify, device="cpu")
+    back = rc.DenseIndex.load(tmp_path / "d", device="cpu")           # the untouched index loads
+    assert back.search(x[:1], k=1).indices.tolist() == [[0]]

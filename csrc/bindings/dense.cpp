@@ -1,6 +1,8 @@
 // Bindings of the dense kernels: validation and glue only; the GIL is released around the search.
 #include <pybind11/stl.h>
 
+#include <cfloat>
+
 #include "common.hpp"
 #include "ragcore/common.hpp"
 #include "ragcore/dense.hpp"
@@ -143,15 +145,18 @@ void bind_dense(py::module_& m) {
       py::arg("array"), py::arg("threads") = 1, "XOR of the array's 8-byte words (a streaming-read probe).");
   m.def(
       "dense_validate",
-      [](py::array data, py::object aux, py::object pre, py::object pre_aux, py::object threads_obj) {
+      [](py::array data, py::object aux, py::object pre, py::object pre_aux, py::object threads_obj, float max_abs,
+         uint16_t max_abs_f16) {
         const int threads = threads_obj.is_none() ? hardware_threads() : threads_arg(threads_obj);
+        RAGCORE_CHECK(max_abs > 0.0f && max_abs <= FLT_MAX && max_abs_f16 <= 0x7BFF,
+                      "max_abs must be finite and > 0, got " << max_abs << " (float16 bits " << max_abs_f16 << ")");
         std::vector<py::array> keep;
         const dense::Collection c = make_collection(data, aux, pre, pre_aux, keep);
         py::gil_scoped_release release;
-        dense::validate_collection(c, threads);
+        dense::validate_collection(c, threads, dense::RowBound{max_abs, max_abs_f16});
       },
       py::arg("data"), py::arg("aux") = py::none(), py::arg("pre") = py::none(), py::arg("pre_aux") = py::none(),
-      py::arg("threads") = py::none(),
+      py::arg("threads") = py::none(), py::arg("max_abs") = FLT_MAX, py::arg("max_abs_f16") = 0x7BFF,
       "Check loaded rows (see ragcore/dense.hpp validate_collection): ValueError 'corrupt index: ...' naming the "
       "first bad row.");
   m.def("dense_isa", &dense::isa, "The instruction set of the dense kernels ('amx', 'avx512', 'avx2' or 'scalar').");

@@ -68,12 +68,21 @@ void search_path(const Collection& c, const float* queries, int64_t nq, int k, i
 /// rounded up by a relative 1e-6).
 void prefilter_codes(const float* x, int64_t n, int dim, int threads, int8_t* codes, float* aux);
 
+/// Bounds of the values of loaded rows: |x| <= max_abs for float32 rows and for int8 rows' scale * 127;
+/// `max_abs_f16` is the same bound as the bit pattern of a float16 (rounded down).
+struct RowBound {
+  float max_abs = 3.4028235e38f;
+  uint16_t max_abs_f16 = 0x7BFF;  // 65504
+};
+
 /// Check a collection loaded from disk: float32 / float16 rows finite (add() refuses NaN and
-/// infinities), int8 rows' codes in [-127, 127] with aux (scale, L1) = (a finite value > 0, the sum
-/// of the row's |codes|), a prefilter's aux finite, >= 0, with a scale > 0. Raises value_error
+/// infinities) with every |value| within `bound` (a cosine row's components are at most 1; an inner
+/// product row's are bounded so that products cannot overflow float32), int8 rows' codes in
+/// [-127, 127] with aux (scale, L1) = (a finite value > 0 within the bound / 127, the sum of the row's
+/// |codes|), a prefilter's aux finite, >= 0, with a scale > 0. Raises value_error
 /// "corrupt index: <array> row <r> ..." naming the first bad row. Rows split over `threads` threads.
 /// (Not checked: that a prefilter's codes and residual norm match the rows; `verify` checksums them.)
-void validate_collection(const Collection& c, int threads);
+void validate_collection(const Collection& c, int threads, RowBound bound = {});
 
 /// XOR of the 8-byte words of [data, data + bytes), read by `threads` threads: the benchmarks time it
 /// as the machine's streaming read bandwidth.
