@@ -31,9 +31,9 @@ start=$SECONDS
 echo "sanitize.sh: _core built with ASan + UBSan in $((SECONDS - start)) s"
 
 if [[ $# -eq 0 ]]; then
-  set -- tests/test_hardening_native.py tests/test_persistence.py tests/test_search.py tests/test_bm25.py \
-    tests/test_tfidf.py tests/test_dense.py tests/test_dense_prefilter.py tests/test_errors.py \
-    tests/test_analyzer.py tests/test_storage.py
+  set -- tests/test_hardening_native.py tests/test_hardening.py tests/test_persistence.py tests/test_search.py \
+    tests/test_bm25.py tests/test_tfidf.py tests/test_dense.py tests/test_dense_prefilter.py tests/test_errors.py \
+    tests/test_analyzer.py tests/test_fuzz.py
 fi
 start=$SECONDS
 cd "$SCRATCH"
@@ -42,5 +42,6 @@ env LD_PRELOAD="$ASAN_LIB${UBSAN_LIB:+:$UBSAN_LIB}" \
   ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   RAGCORE_SANITIZED=1 PYTHONPATH="$SCRATCH" RAGCORE_HYPOTHESIS_EXAMPLES="${RAGCORE_HYPOTHESIS_EXAMPLES:-25}" \
+  RAGCORE_FUZZ_SECONDS="${RAGCORE_FUZZ_SECONDS:-5}" \
   python -m pytest -q -p no:cacheprovider "$@"
 echo "sanitize.sh: tests passed under ASan + UBSan in $((SECONDS - start)) s"

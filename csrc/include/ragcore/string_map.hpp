@@ -112,7 +112,7 @@ class StringMap {
 
   static uint64_t prefix(std::string_view k) {
     uint64_t p = 0;
-    std::memcpy(&p, k.data(), k.size() < 8 ? k.size() : 8);
+    if (!k.empty()) std::memcpy(&p, k.data(), k.size() < 8 ? k.size() : 8);  // an empty key's data may be null
     return p;
   }
   static uint32_t make_tag(uint64_t h, size_t len) {
