@@ -95,10 +95,11 @@ class _State:
     under the GIL) and every search reads one state from start to end, so a concurrent ``index()`` can
     never label one corpus's rows with another's ids."""
 
-    __slots__ = ("index", "arrays", "ids", "analyzer", "_id_pos")
+    __slots__ = ("index", "n_docs", "arrays", "ids", "analyzer", "_id_pos")
 
     def __init__(self, index, arrays: Optional[dict], ids: Optional[np.ndarray], analyzer: Analyzer) -> None:
         self.index, self.arrays, self.ids, self.analyzer = index, arrays, ids, analyzer
+        self.n_docs = 0 if index is None else index.n_docs  # a Python int: read on every search
         self._id_pos: Optional[dict] = None
 
     def id_pos(self) -> dict:
@@ -296,7 +297,8 @@ class _SparseRetriever:
             self._require()
         if k.__class__ is not int or k < 1:
             k = _check_k(k)
-        k = min(k, index.n_docs)  # capped at the collection size: k=10**9 must not allocate 12 GB
+        if k > st.n_docs:  # capped at the collection size: k=10**9 must not allocate 12 GB
+            k = st.n_docs
         nt = _ALL_THREADS if threads is None else _threads(threads)
         mask = None if filter is None else self._mask(st, filter)
         if isinstance(queries, (str, bytes)):
