@@ -64,7 +64,10 @@ def _owner_tag() -> str:
 
 
 _TAG = _owner_tag()
-_LEFTOVER = re.compile(r"(?P<what>tmp|old)-(?:(?P<tag>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9a-f]+|.+)")
+# ours: what-tag-pid-random; before this scheme (exact formats only, so that a user's own
+# ".name.old-backup" is never taken for one): tempfile.mkdtemp's 8 characters, or 12 hex digits
+_LEFTOVER = re.compile(r"(?P<what>tmp|old)-(?:(?P<tag>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9a-f]+"
+                       r"|(?<=tmp-)[a-z0-9_]{8}|(?<=old-)[0-9a-f]{12})")
 
 
 def temp_name(name: str, what: str = "tmp") -> str:

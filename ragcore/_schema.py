@@ -85,10 +85,10 @@ def _enum(*values: Any) -> Check:
     return check
 
 
-def _str(max_len: int = 1 << 16) -> Check:
+def _str(max_len: int = 1 << 16, min_len: int = 1) -> Check:
     def check(v, field):
-        if not isinstance(v, str) or not 0 < len(v) <= max_len:
-            raise _Bad(field, v, f"a non-empty string of at most {max_len} characters")
+        if not isinstance(v, str) or not min_len <= len(v) <= max_len:
+            raise _Bad(field, v, f"a string of {min_len} to {max_len} characters")
     return check
 
 
@@ -136,12 +136,14 @@ def _obj(fields: Mapping[str, Check]) -> Check:
 _IDS = _enum(None, "str", "int")
 _ANALYZER = _obj({
     "lowercase": _bool,
-    "stopwords": _any_of(_enum(None, "english"), _list_of(_str(256)),
+    # any word the Analyzer takes (an empty one included); the manifest's size bounds the list
+    "stopwords": _any_of(_enum(None, "english"), _list_of(_str(1 << 20, min_len=0)),
                          expected="null, 'english' or a list of words"),
     "stemmer": _any_of(_enum(None), _str(64), expected="null or a Snowball language name"),
     "min_token_len": _int(1, _MAX_INT32),
 })
-_SPARSE_COMMON = {"analyzer": _ANALYZER, "n_docs": _int(0, _MAX_DOCS), "n_terms": _int(0, 2 ** 62),
+# n_docs >= 1: index() refuses empty corpora
+_SPARSE_COMMON = {"analyzer": _ANALYZER, "n_docs": _int(1, _MAX_DOCS), "n_terms": _int(0, 2 ** 62),
                   "ids": _IDS}
 _META: Dict[str, Check] = {
     "bm25": _obj(dict(params=_obj({"k1": _num(0), "b": _num(0, 1), "method": _enum(*BM25_METHODS),

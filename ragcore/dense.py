@@ -165,13 +165,28 @@ class _View(NamedTuple):
     ids: Optional[np.ndarray]
 
 
-def _row_limit(metric: str, dim: int) -> float:
+def _row_limit(metric: str) -> float:
     """The largest |component| a loaded row may have: a cosine row is unit length (1, with room for
-    rounding); an inner-product row is bounded so that |q . r| <= |q| |r| <= 1e18 * sqrt(dim) * limit
-    stays far below float32's maximum (add() refuses rows and queries of norm above 1e18)."""
-    if metric == "cosine":
-        return 1.0001
-    return float(min(_IP_MAX_NORM, 1e20 / np.sqrt(dim)))
+    rounding); an inner-product row's norm is at most 1e18 (what add() takes), so each component is
+    (the norm itself is checked by _check_ip_norms)."""
+    return 1.0001 if metric == "cosine" else _IP_MAX_NORM
+
+
+def _check_ip_norms(vec: np.ndarray, aux: Optional[np.ndarray], chunk: int = 8192) -> None:
+    """Loaded inner-product rows: L2 norm <= 1e18, as add() requires (so |q . r| <= 1e36 cannot overflow
+    float32), in chunks of rows (bounded memory; one more pass over the rows)."""
+    for start in range(0, vec.shape[0], chunk):
+        block = vec[start:start + chunk]
+        if aux is None:
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+        else:  # int8 codes times their row's scale
+            sq = np.einsum("ij,ij->i", block, block, dtype=np.int64)
+            norms = np.sqrt(sq.astype(np.float64)) * aux[start:start + chunk, 0].astype(np.float64)
+        bad = ~(norms <= _IP_MAX_NORM * (1 + 1e-6))
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"corrupt index: vectors row {start + r} has L2 norm {norms[r]:.3g}, above "
+                             f"{_IP_MAX_NORM:g} (metric='ip': add() refuses such rows)")
 
 
 def _f16_bits_below(limit: float) -> int:
@@ -646,9 +661,11 @@ class DenseIndex:
             dele = arrays.get("deleted")
             if dele is not None and (dele.shape != (n,) or dele.dtype != np.uint8):
                 raise ValueError("the deleted mask must be uint8 (n,)")
-            limit = _row_limit(meta["metric"], dim)
+            limit = _row_limit(meta["metric"])
             _core.dense_validate(vec, aux, *((pre, pre_aux) if prefilter is not None else (None, None)),
                                  max_abs=limit, max_abs_f16=_f16_bits_below(limit))  # finite, bounded rows, ...
+            if meta["metric"] == "ip" and dtype != "float16":  # float16 rows: |x| <= 65504 keeps norms far below
+                _check_ip_norms(vec, aux)
             ids = None
             if meta["ids"] == "str":
                 ids = np.empty(n, dtype=object)

@@ -294,7 +294,7 @@ class _SparseRetriever:
         st = self._state  # one snapshot from start to end
         index = st.index
         if index is None:
-            self._require()
+            raise ValueError(f"this {type(self).__name__} is empty: call index() (or load()) first")
         if k.__class__ is not int or k < 1:
             k = _check_k(k)
         if k > st.n_docs:  # capped at the collection size: k=10**9 must not allocate 12 GB

@@ -212,6 +212,7 @@ def test_inner_products_that_could_overflow_are_refused():
 
 
 @pytest.mark.parametrize("metric, dtype, value", [("ip", "float32", 3e38), ("ip", "float32", 2e18),
+                                                  ("ip", "float32", "row of 9e17"),
                                                   ("cosine", "float32", 2.0), ("cosine", "float16", 1.5),
                                                   ("cosine", "int8", None), ("ip", "int8", None)])
 def test_loaded_rows_beyond_the_metric_bound_are_refused(tmp_path, metric, dtype, value):
@@ -223,6 +224,8 @@ def test_loaded_rows_beyond_the_metric_bound_are_refused(tmp_path, metric, dtype
     arrays = {k: np.array(v) for k, v in arrays.items()}
     if dtype == "int8":
         arrays["aux"][2, 0] = 1e17 if metric == "ip" else 0.02   # scale * 127 beyond the bound
+    elif value == "row of 9e17":                                      # each component fine, the norm not
+        arrays["vectors"][2] = 9e17
     else:
         arrays["vectors"][2, 3] = value
     storage.save_index(tmp_path / "bad", "dense", manifest["meta"], arrays)
@@ -231,3 +234,56 @@ def test_loaded_rows_beyond_the_metric_bound_are_refused(tmp_path, metric, dtype
             rc.DenseIndex.load(tmp_path / "bad", verify=verify, device="cpu")
     back = rc.DenseIndex.load(tmp_path / "d", device="cpu")           # the untouched index loads
     assert back.search(x[:1], k=1).indices.tolist() == [[0]]
+
+
+@pytest.mark.skipif(bool(__import__("os").environ.get("RAGCORE_SANITIZED")), reason="an address-space limit "
+                    "cannot run under AddressSanitizer")
+def test_inflated_document_count_costs_a_search_nothing(tmp_path):
+    """A resealed manifest can declare documents without postings (n_docs is bounded by the arrays only
+    when the index has ids); a search's scratch spans the documents with postings, so it neither
+    allocates gigabytes nor changes its results."""
+    import subprocess
+    import sys
+    from ragcore import storage
+    rc.BM25().index(["hello world", "foo bar", "hello foo"]).save(tmp_path / "i")
+    m = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    m["meta"]["n_docs"] = 2**32 - 2
+    (tmp_path / "i" / "manifest.json").write_text(json.dumps(storage.seal_manifest(m)))
+    code = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))\n"
+            f"import ragcore as rc\nb = rc.BM25.load({str(tmp_path / 'i')!r})\n"
+            "h = b.search(['hello', 'foo'], k=5, threads=2)\n"
+            "print(len(b), h.indices[:, :3].tolist())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split(maxsplit=1) == [str(2**32 - 2), "[[0, 2, -1], [1, 2, -1]]\n"]
+
+
+def test_high_dimensional_inner_product_rows_round_trip(tmp_path):
+    index = rc.DenseIndex(40000, metric="ip", device="cpu")
+    v = np.zeros((1, 40000), np.float32)
+    v[0, 0] = 9e17                                                    # norm 9e17: add() takes it, so must load
+    index.add(v).save(tmp_path / "d")
+    assert rc.DenseIndex.load(tmp_path / "d", device="cpu").ntotal == 1
+
+
+@pytest.mark.parametrize("stopwords", [[""], ["x" * 300, "the"]])
+def test_every_analyzer_that_indexes_also_saves(tmp_path, stopwords):
+    bm25 = rc.BM25(analyzer=rc.Analyzer(stopwords=stopwords)).index(["hello world the", "other words"])
+    bm25.save(tmp_path / "i")
+    back = rc.BM25.load(tmp_path / "i")
+    assert back.search("the hello", k=2).indices.tolist() == bm25.search("the hello", k=2).indices.tolist()
+
+
+def test_a_users_similar_directory_is_not_taken_for_a_leftover(tmp_path):
+    import os
+    import time
+    rc.BM25().index(["a b c"]).save(tmp_path / "idx")
+    mine = tmp_path / ".idx.old-mybackup"
+    mine.mkdir()
+    (mine / "important.txt").write_text("keep me")
+    old = time.time() - 7200
+    os.utime(mine / "important.txt", (old, old))
+    os.utime(mine, (old, old))
+    rc.BM25.load(tmp_path / "idx")
+    rc.BM25().index(["d e f"]).save(tmp_path / "idx")
+    assert (mine / "important.txt").read_text() == "keep me"

@@ -36,7 +36,7 @@ bool check_row(const Collection& c, int64_t r, bool report, const RowBound& boun
   } else {
     // int8 rows: codes in [-127, 127] and aux (scale, L1): the scan's bound uses the L1 norm of the codes
     const int8_t* x = static_cast<const int8_t*>(c.data) + static_cast<size_t>(r) * dim;
-    int32_t l1 = 0;
+    int64_t l1 = 0;  // int32 would overflow past ~16.9M dimensions
     for (size_t d = 0; d < dim; ++d) {
       ok &= static_cast<uint32_t>(x[d] != -128);
       l1 += x[d] < 0 ? -x[d] : x[d];

@@ -307,6 +307,10 @@ SparseIndex::View SparseIndex::view_of(const SparseArraysRef& a, size_t n_docs, 
   v.post_weights = a.post_weights.data;
   v.term_idf = p.scorer == Scorer::tfidf ? a.term_idf.data : nullptr;
   v.term_const = p.scorer == Scorer::bm25l || p.scorer == Scorer::bm25plus ? a.term_const.data : nullptr;
+  // postings increase within a term (validated), so each term's last one is its highest document
+  for (size_t t = 0; t < v.n_terms; ++t)
+    if (v.term_offsets[t + 1] > v.term_offsets[t])
+      v.span_docs = std::max<size_t>(v.span_docs, size_t{v.post_docs[v.term_offsets[t + 1] - 1]} + 1);
   return v;
 }
 
@@ -430,8 +434,8 @@ std::unique_ptr<SparseIndex::Scratch> SparseIndex::acquire() const {
     }
   }
   auto s = std::make_unique<Scratch>();
-  s->acc.assign(v_.n_docs, 0.0f);
-  s->seen.assign((v_.n_docs + 63) / 64, 0);
+  s->acc.assign(v_.span_docs, 0.0f);
+  s->seen.assign((v_.span_docs + 63) / 64, 0);
   s->seen2.assign((s->seen.size() + 63) / 64, 0);
   return s;
 }
@@ -504,7 +508,7 @@ void SparseIndex::search_one(const Queries& q, size_t i, size_t k, const uint8_t
   const uint32_t* docs = v_.post_docs;
   const float* pw = v_.post_weights;
   const int64_t* off = v_.term_offsets;
-  const uint32_t n_docs = static_cast<uint32_t>(v_.n_docs);
+  const uint32_t n_docs = static_cast<uint32_t>(v_.span_docs);  // no document past it has a posting
   doc_end = std::min(doc_end, n_docs);
   RAGCORE_ASSERT(doc_begin % kBlockDocs == 0);
   // small collections scan their few bitmap words directly; larger ones keep a summary bitmap
@@ -672,7 +676,7 @@ template <class Prepare>
 void SparseIndex::run_queries(size_t nq, size_t k, const uint8_t* mask, int n_threads, int64_t* indices,
                               float* scores, Prepare&& prepare) const {
   RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
-  const size_t n_blocks = (v_.n_docs + kBlockDocs - 1) / kBlockDocs;
+  const size_t n_blocks = (v_.span_docs + kBlockDocs - 1) / kBlockDocs;
   if (nq == 1 && n_threads > 1 && n_blocks > 1) {
     // One query on a large index: split the document blocks over the threads, each with its own
     // accumulator and top-k, then merge (same scores, same order: the result does not depend on
@@ -693,7 +697,7 @@ void SparseIndex::run_queries(size_t nq, size_t k, const uint8_t* mask, int n_th
           auto sc = acquire();
           const size_t b0 = p * n_blocks / parts, b1 = (p + 1) * n_blocks / parts;
           search_one(q, 0, k, mask, *sc, tops[p], static_cast<uint32_t>(b0 * kBlockDocs),
-                     static_cast<uint32_t>(std::min(v_.n_docs, b1 * kBlockDocs)));
+                     static_cast<uint32_t>(std::min(v_.span_docs, b1 * kBlockDocs)));
           release(std::move(sc));
         }
       });

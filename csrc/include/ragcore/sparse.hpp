@@ -125,6 +125,10 @@ class SparseIndex {
  public:
   struct View {
     size_t n_docs = 0, n_terms = 0;
+    /// 1 + the highest document id with a posting (0 without postings): the documents a search can
+    /// return. Search scratch (accumulator, bitmaps) and blocks span these only, so documents without
+    /// any term (or an n_docs inflated in an edited manifest) cost a search nothing.
+    size_t span_docs = 0;
     const int64_t* term_offsets = nullptr;
     const uint32_t* post_docs = nullptr;
     const float* post_weights = nullptr;
