@@ -172,9 +172,12 @@ def _row_limit(metric: str) -> float:
     return 1.0001 if metric == "cosine" else _IP_MAX_NORM
 
 
-def _check_ip_norms(vec: np.ndarray, aux: Optional[np.ndarray], chunk: int = 8192) -> None:
-    """Loaded inner-product rows: L2 norm <= 1e18, as add() requires (so |q . r| <= 1e36 cannot overflow
-    float32), in chunks of rows (bounded memory; one more pass over the rows)."""
+def _check_ip_norms(vec: np.ndarray, aux: Optional[np.ndarray], what: str, why: str, slack: float = 0.0,
+                    chunk: int = 8192) -> None:
+    """Inner-product rows (added, queried or loaded; int8 codes with their ``aux`` scales): L2 norm at most
+    1e18 * (1 + slack), so that |q . r| <= |q| |r| (and every partial sum) stays far below float32's
+    maximum, where an overflow to inf would outrank every finite score. In chunks of rows (bounded
+    memory); ``ValueError("<what> row <r> has L2 norm ..., above 1e18: <why>")``."""
     for start in range(0, vec.shape[0], chunk):
         block = vec[start:start + chunk]
         if aux is None:
@@ -182,11 +185,10 @@ def _check_ip_norms(vec: np.ndarray, aux: Optional[np.ndarray], chunk: int = 819
         else:  # int8 codes times their row's scale
             sq = np.einsum("ij,ij->i", block, block, dtype=np.int64)
             norms = np.sqrt(sq.astype(np.float64)) * aux[start:start + chunk, 0].astype(np.float64)
-        bad = ~(norms <= _IP_MAX_NORM * (1 + 1e-6))
+        bad = ~(norms <= _IP_MAX_NORM * (1 + slack))
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"corrupt index: vectors row {start + r} has L2 norm {norms[r]:.3g}, above "
-                             f"{_IP_MAX_NORM:g} (metric='ip': add() refuses such rows)")
+            raise ValueError(f"{what} row {start + r} has L2 norm {norms[r]:.3g}, above {_IP_MAX_NORM:g}: {why}")
 
 
 def _f16_bits_below(limit: float) -> int:
@@ -347,14 +349,8 @@ class DenseIndex:
         arr = _as_float_matrix(vectors, self.dim, what)
         if self.metric == "cosine":
             return _normalised(arr, what)
-        # inner products: |q . r| <= |q| |r| (every partial sum too), so norms up to 1e18 keep every
-        # score and the kernels' error bounds finite in float32 (max 3.4e38); beyond, a product could
-        # overflow to inf and outrank every finite score
-        norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))
-        if arr.shape[0] and not (norms <= _IP_MAX_NORM).all():
-            row = int(np.flatnonzero(~(norms <= _IP_MAX_NORM))[0])
-            raise ValueError(f"{what} row {row} has L2 norm {norms[row]:.3g}, above {_IP_MAX_NORM:g}: with "
-                             "metric='ip' its inner products could overflow float32; scale the vectors down")
+        _check_ip_norms(arr, None, what, "with metric='ip' its inner products could overflow float32; scale "
+                        "the vectors down")
         return arr
 
     def _encode_rows(self, arr: np.ndarray):
@@ -665,7 +661,8 @@ class DenseIndex:
             _core.dense_validate(vec, aux, *((pre, pre_aux) if prefilter is not None else (None, None)),
                                  max_abs=limit, max_abs_f16=_f16_bits_below(limit))  # finite, bounded rows, ...
             if meta["metric"] == "ip" and dtype != "float16":  # float16 rows: |x| <= 65504 keeps norms far below
-                _check_ip_norms(vec, aux)
+                _check_ip_norms(vec, aux, "corrupt index: vectors", "metric='ip': add() refuses such rows",
+                                slack=1e-6)  # int8 rows: their dequantised norm is rounded
             ids = None
             if meta["ids"] == "str":
                 ids = np.empty(n, dtype=object)

@@ -29,8 +29,8 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-#: the most threads a call may ask for (the native bindings check the same bound)
-MAX_THREADS = 4096
+#: the most threads a call may ask for (the native core's bound, which its bindings check too)
+MAX_THREADS = _core.MAX_THREADS
 _ALL_THREADS = min(_cpu_count(), MAX_THREADS)
 
 
@@ -214,7 +214,7 @@ class _SparseRetriever:
     def _set_ids(self, ids: Sequence) -> None:
         """Attach ids to the current index (validated: unique, one per document)."""
         st = self._state
-        n = 0 if st.index is None else st.index.n_docs
+        n = st.n_docs
         arr = _check_ids(ids)
         if len(arr) != n:
             raise ValueError(f"got {len(arr)} ids for {n} documents")
@@ -228,8 +228,7 @@ class _SparseRetriever:
         return st
 
     def __len__(self) -> int:
-        index = self._state.index
-        return 0 if index is None else index.n_docs
+        return self._state.n_docs
 
     @property
     def n_docs(self) -> int:
@@ -244,7 +243,7 @@ class _SparseRetriever:
 
     @staticmethod
     def _mask(st: _State, filter: Any) -> np.ndarray:
-        n = st.index.n_docs
+        n = st.n_docs
         if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
             if filter.shape != (n,):
                 raise ValueError(f"filter mask must have shape ({n},), got {filter.shape}")
@@ -342,7 +341,7 @@ class _SparseRetriever:
         """Save to a directory (atomically: a crash never leaves a half-written index)."""
         st = self._require()
         meta = {"params": self._params(), "analyzer": st.analyzer.to_config(),
-                "n_docs": int(st.index.n_docs), "n_terms": int(st.index.n_terms), "ids": None}
+                "n_docs": st.n_docs, "n_terms": int(st.index.n_terms), "ids": None}
         arrays = {k: np.asarray(v) for k, v in st.arrays.items()}
         # The word -> stem map of a stemming index is not saved: the stems are the vocabulary, and a
         # loaded index stems each new query word once (then caches it), as bm25s stems its queries.

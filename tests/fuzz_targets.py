@@ -29,7 +29,6 @@ import sys
 import tempfile
 import traceback
 import zlib
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 

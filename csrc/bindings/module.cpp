@@ -24,6 +24,7 @@ PYBIND11_MODULE(_core, m) {
 #else
   m.attr("built_with_cuda") = false;
 #endif
+  m.attr("MAX_THREADS") = ragcore::kMaxThreads;  // the bound of every `threads` argument
   m.def("hardware_threads", []() {
     const unsigned h = std::thread::hardware_concurrency();
     return h ? static_cast<int>(h) : 1;
