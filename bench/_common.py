@@ -31,11 +31,11 @@ def load_beir(name: str, max_docs: int | None = None):
     """Return (doc_ids, texts, query_ids, query_texts, qrels) of a BEIR folder; text = title + " " + text.
 
     All queries are returned (throughput uses them all); nDCG is computed over the judged ones. Read with
-    ragcore's own readers (ragcore.corpus), which the tests check on these folders.
+    ragcore's own readers (ragcore.io.corpus), which the tests check on these folders.
     """
     from itertools import islice
 
-    from ragcore.corpus import iter_corpus, load_qrels, load_queries
+    from ragcore.io.corpus import iter_corpus, load_qrels, load_queries
 
     root = DATA_DIR / name
     docs = list(islice(iter_corpus(root), max_docs))  # max_docs None: all

@@ -330,7 +330,7 @@ def real_embeddings(args):
             hits = retriever.search(qtexts, k=100)
             res[label] = rc.evaluate(hits, qrels, ["ndcg@10", "recall@100"], query_ids=qids).mean
         # the fusion weight: BM25 at w against dense at 1, over the same two depth-100 lists
-        from ragcore.hybrid import fuse
+        from ragcore.retrieval.hybrid import fuse
 
         hb, hd = bm25.search(qtexts, k=100), dense.search(qtexts, k=100)
         res["sweep"] = {f"{fusion} {w:g}": rc.evaluate(fuse([hb, hd], k=100, fusion=fusion, weights=[w, 1.0]),

@@ -84,7 +84,7 @@ def make_encoder(engine: str, threads: int, model_dir: str, batch_size: int):
     if engine == PEER:
         import torch
         from sentence_transformers import SentenceTransformer
-        from ragcore.encoder import default_source
+        from ragcore.models.encoder import default_source
 
         torch.set_num_threads(threads)
         model = SentenceTransformer(str(default_source()), device="cpu")
@@ -94,7 +94,7 @@ def make_encoder(engine: str, threads: int, model_dir: str, batch_size: int):
                 return model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                                     show_progress_bar=False)
         return encode
-    from ragcore.encoder import Encoder
+    from ragcore.models.encoder import Encoder
 
     enc = Encoder.load(model_dir, quantized=engine == "ragcore-int8", threads=threads)
     return lambda texts: enc.encode(texts, batch_size=batch_size)
@@ -242,7 +242,7 @@ def main() -> None:
         engines.remove(PEER)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from ragcore.encoder import export_encoder
+    from ragcore.models.encoder import export_encoder
     tmp = Path(tempfile.mkdtemp(prefix="bench-encoder-"))
     t_start = time.perf_counter()
     try:

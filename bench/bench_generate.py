@@ -76,7 +76,7 @@ def _summary(runs):
 
 
 def work_ragcore(model_dir, threads, new, repeats):
-    import ragcore.generation as g
+    import ragcore.models.generation as g
     gen = g.Generator.load(model_dir, device=DEVICE, threads=threads)
     gen.generate(MESSAGES, max_new_tokens=8)
     runs = []
@@ -90,7 +90,7 @@ def work_ragcore(model_dir, threads, new, repeats):
 
 def work_ortgenai(model_dir, threads, new, repeats):
     import onnxruntime_genai as og
-    import ragcore.generation as g
+    import ragcore.models.generation as g
     _set_ortgenai_threads(model_dir, threads)
     model = og.Model(model_dir)
     tok = og.Tokenizer(model)
@@ -125,7 +125,7 @@ def work_ortgenai(model_dir, threads, new, repeats):
 def work_transformers(_model_dir, threads, new, repeats):
     import torch
     torch.set_num_threads(threads)
-    import ragcore.generation as g
+    import ragcore.models.generation as g
     model, tok = g._load_hf(g.default_source(), "gguf", "float32")
     text = tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
@@ -152,10 +152,10 @@ def work_transformers(_model_dir, threads, new, repeats):
 
 
 def _demo_rag(model_dir, threads):
-    import ragcore.generation as g
-    from ragcore.corpus import pydoc_passages
-    from ragcore.pipeline import RAG
-    from ragcore.sparse import BM25
+    import ragcore.models.generation as g
+    from ragcore.io.corpus import pydoc_passages
+    from ragcore.rag.pipeline import RAG
+    from ragcore.retrieval.sparse import BM25
     passages = pydoc_passages()
     bm25 = BM25()
     bm25.index([f"{title} {text}" for _, title, text in passages], ids=[p[0] for p in passages])
@@ -236,7 +236,7 @@ def work_answer(model_dir, threads, new, _repeats):
     step and with its drafting (ragcore's prompt lookup, onnxruntime-genai's n-gram speculative decoding),
     all configurations per question in an order reversed every other question, after a warm-up. Runs in
     separate processes drift apart by 10-20% on this shared machine; pairs in one process do not."""
-    import ragcore.generation as g
+    import ragcore.models.generation as g
     ids_all = _answer_prompts()
     gen = g.Generator.load(model_dir, device=DEVICE, threads=threads)
     runs = {}
@@ -306,7 +306,7 @@ def _set_ortgenai_threads(model_dir, threads):
 
 
 def _ppl_texts():
-    from ragcore.corpus import pydoc_passages
+    from ragcore.io.corpus import pydoc_passages
     ps = pydoc_passages()
     return [ps[i][2] for i in range(0, len(ps), max(1, len(ps) // PPL_PASSAGES))][:PPL_PASSAGES]
 
@@ -319,7 +319,7 @@ def _nll(logits, tok):
 
 def work_ppl_ragcore(model_dir, threads, _new, _repeats):
     """Perplexity by teacher forcing through the KV cache: the true next token is fed at every step."""
-    import ragcore.generation as g
+    import ragcore.models.generation as g
     gen = g.Generator.load(model_dir, device=DEVICE, threads=threads)
     nll, n = 0.0, 0
     for text in _ppl_texts():
@@ -357,7 +357,7 @@ def work_ppl_ortgenai(model_dir, threads, _new, _repeats):
 def work_ppl_transformers(_model_dir, threads, _new, _repeats):
     import torch
     torch.set_num_threads(threads)
-    import ragcore.generation as g
+    import ragcore.models.generation as g
     model, tok = g._load_hf(g.default_source(), "gguf", "float32")
     nll, n = 0.0, 0
     with torch.no_grad():
@@ -383,8 +383,8 @@ def _ortgenai_models(precisions):
         import onnx_ir  # noqa: F401
     except ImportError as e:
         return {}, f"onnxruntime-genai not usable ({e}); pip install onnxruntime-genai onnx_ir"
-    import ragcore.generation as g
-    from ragcore.encoder import default_cache_dir
+    import ragcore.models.generation as g
+    from ragcore.models.encoder import default_cache_dir
     base = default_cache_dir() / "bench"
     hf = base / "smollm2-135m-instruct-hf"
     if not (hf / "config.json").is_file():
@@ -460,7 +460,7 @@ def main() -> int:
     global DEVICE
     DEVICE = a.device
     import _common as C
-    import ragcore.generation as g
+    import ragcore.models.generation as g
     t_start = time.perf_counter()
     machine = C.machine_info()
     engines = a.engines.split(",")

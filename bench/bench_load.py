@@ -108,7 +108,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import ragcore as rc
-    from ragcore import _core, sparse, storage
+    from ragcore import _core
+    from ragcore.retrieval import sparse
+    from ragcore.io import storage
 
     path = Path(args.dir) / f"bm25_{args.docs}"
     build(path, args.docs, args.vocab)

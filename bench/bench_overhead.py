@@ -21,7 +21,7 @@ from pathlib import Path
 CHILD = r"""
 import json, sys, time
 import ragcore as rc
-from ragcore.corpus import iter_corpus, load_queries
+from ragcore.io.corpus import iter_corpus, load_queries
 data = sys.argv[1]
 texts = [text for _, text in iter_corpus(data)]
 queries = list(load_queries(data).values())

@@ -9,18 +9,25 @@ Example
 [[0, -1]]
 """
 from ._version import __version__
-from .analysis import Analyzer
-from . import datasets
-from .datasets import get_retrieval_score
-from .generation import Generator, export_generator
-from .evaluation import Evaluation, bleu, citation_recall, evaluate, rouge_l
-from .dense import DenseIndex, cuda_available
-from .encoder import Encoder, export_encoder
-from .hits import Hits
-from .hybrid import DenseRetriever, Hybrid
-from .pipeline import RAG, Answer, CallableGenerator, Source, TransformersGenerator, retrieve_context
-from .sparse import BM25, TfIdf
-from .tuning import tune_bm25
+
+try:
+    from . import _core  # noqa: F401  (the compiled engine; everything below needs it)
+except ImportError as _e:  # tests/test_packaging.py runs this in a subprocess
+    from ._missing_core import explain as _explain
+
+    raise ImportError(_explain(__file__, _e)) from None
+from .retrieval.analysis import Analyzer
+from .eval import datasets
+from .eval.datasets import get_retrieval_score
+from .models.generation import Generator, export_generator
+from .eval.metrics import Evaluation, bleu, citation_recall, evaluate, rouge_l
+from .retrieval.dense import DenseIndex, cuda_available
+from .models.encoder import Encoder, export_encoder
+from .retrieval.hits import Hits
+from .retrieval.hybrid import DenseRetriever, Hybrid
+from .rag.pipeline import RAG, Answer, CallableGenerator, Source, TransformersGenerator, retrieve_context
+from .retrieval.sparse import BM25, TfIdf
+from .eval.tuning import tune_bm25
 
 
 __all__ = ["Analyzer", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "Generator", "export_generator", "RAG", "Answer", "Source", "CallableGenerator", "TransformersGenerator",

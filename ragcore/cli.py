@@ -14,7 +14,7 @@ from typing import List, Optional
 
 
 def _analyzer(args):
-    from .analysis import Analyzer
+    from .retrieval.analysis import Analyzer
 
     stop = None if args.stopwords == "none" else args.stopwords
     stem = None if args.stemmer == "none" else args.stemmer
@@ -22,8 +22,8 @@ def _analyzer(args):
 
 
 def cmd_index(args) -> int:
-    from . import corpus as corpus_mod
-    from .sparse import BM25, TfIdf
+    from .io import corpus as corpus_mod
+    from .retrieval.sparse import BM25, TfIdf
 
     an = _analyzer(args)
     if args.retriever == "tfidf":
@@ -62,7 +62,7 @@ DENSE_SUBDIR = "dense"
 
 def _load_encoder(spec, quantized, quiet: bool = True):
     """The encoder of `spec` ("default" or a folder); quantized None: int8 when the folder has it."""
-    from .encoder import Encoder
+    from .models.encoder import Encoder
 
     return Encoder.load(None if spec in (None, "default") else spec, quantized=quantized,
                         progress=None if not quiet else False)
@@ -72,8 +72,8 @@ def _index_dense(args, total: int) -> None:
     """Encode the corpus again (streamed in chunks) into DIR/dense, beside the sparse index."""
     import os
 
-    from . import corpus as corpus_mod
-    from .dense import DenseIndex
+    from .io import corpus as corpus_mod
+    from .retrieval.dense import DenseIndex
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -109,12 +109,12 @@ def _open_retriever(path, mode: str, fusion: str = "rrf", quiet: bool = True, we
     """The retriever of an index directory: its sparse index, its dense part, or both fused."""
     import os
 
-    from .sparse import load
+    from .retrieval.sparse import load
 
     if mode == "sparse":
         return load(path, verify=False)
-    from .dense import DenseIndex
-    from .hybrid import DenseRetriever, Hybrid
+    from .retrieval.dense import DenseIndex
+    from .retrieval.hybrid import DenseRetriever, Hybrid
 
     dense_dir = os.path.join(path, DENSE_SUBDIR)
     if not os.path.isdir(dense_dir):
@@ -155,8 +155,8 @@ def _demo_rag(args, bm25, passages):
     if args.retrieve_only:
         return None
     try:
-        from .generation import Generator
-        from .pipeline import RAG
+        from .models.generation import Generator
+        from .rag.pipeline import RAG
 
         t0 = time.perf_counter()
         # the default model (exported on first use, then cached) or an exported folder
@@ -173,7 +173,7 @@ def cmd_export_generator(args) -> int:
     """Run ``ragcore export-generator``: print the folder and its files."""
     import json
 
-    from .generation import CONFIG, export_generator
+    from .models.generation import CONFIG, export_generator
 
     t0 = time.perf_counter()
     path = export_generator(args.src, args.output, precision=args.precision,
@@ -190,9 +190,9 @@ def cmd_demo(args) -> int:
     default generator (SmolLM2-135M-Instruct, ONNX) answers with cited sources, streamed."""
     import textwrap
 
-    from .analysis import Analyzer
-    from .corpus import pydoc_passages
-    from .sparse import BM25
+    from .retrieval.analysis import Analyzer
+    from .io.corpus import pydoc_passages
+    from .retrieval.sparse import BM25
 
     passages = pydoc_passages()
     t0 = time.perf_counter()
@@ -200,7 +200,7 @@ def cmd_demo(args) -> int:
     # in Python's documentation), plus the words questions are made of
     import keyword
 
-    from .analysis import ENGLISH_STOPWORDS
+    from .retrieval.analysis import ENGLISH_STOPWORDS
 
     stop = (set(ENGLISH_STOPWORDS) - set(keyword.kwlist)) | {"what", "does", "do", "how", "why", "when", "which"}
     bm25 = BM25(analyzer=Analyzer(stopwords=sorted(stop), stemmer="english"))
@@ -273,9 +273,9 @@ def cmd_eval(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from .datasets import load_beir
-    from .evaluation import evaluate, parse_metric
-    from .sparse import BM25, TfIdf
+    from .eval.datasets import load_beir
+    from .eval.metrics import evaluate, parse_metric
+    from .retrieval.sparse import BM25, TfIdf
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in metrics:
@@ -347,8 +347,8 @@ def _plot(curves, path, title) -> None:
 
 def cmd_tune(args) -> int:
     """Grid-search BM25 on a seeded split of the judged queries; report held-out scores."""
-    from .sparse import BM25
-    from .tuning import tune_bm25
+    from .retrieval.sparse import BM25
+    from .eval.tuning import tune_bm25
 
     an = _analyzer(args)
     res = tune_bm25(args.dataset, args.metric, k1=args.k1, b=args.b, methods=args.method, analyzer=an,
@@ -363,7 +363,7 @@ def cmd_tune(args) -> int:
     print(f"held-out {res.metric}: best {res.test_best:.4f} vs default (lucene, k1=1.5, b=0.75) "
           f"{res.test_default:.4f} ({res.test_best - res.test_default:+.4f})")
     if args.output:
-        from .datasets import load_beir
+        from .eval.datasets import load_beir
 
         data = load_beir(args.dataset)
         bm25 = BM25(k1=bp["k1"], b=bp["b"], method=bp["method"], analyzer=an)
@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("-q", "--quiet", action="store_true")
     pt.set_defaults(func=cmd_tune)
 
-    from .encoder import add_export_encoder_parser
+    from .models.encoder import add_export_encoder_parser
 
     add_export_encoder_parser(sub)
 

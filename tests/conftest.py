@@ -142,7 +142,7 @@ class BeirSet:
 def load_beir(root: Path, name: str, max_docs: int | None = None) -> BeirSet:
     from itertools import islice
 
-    from ragcore.corpus import iter_corpus, load_queries
+    from ragcore.io.corpus import iter_corpus, load_queries
 
     folder = root / name
     if not (folder / "corpus.jsonl").is_file():

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402  (tests/reference.py: the pure-Python oracles)
 
 import ragcore as rc  # noqa: E402
-from ragcore import corpus as rc_corpus  # noqa: E402
-from ragcore import datasets as rc_datasets  # noqa: E402
-from ragcore import storage  # noqa: E402
+from ragcore.io import corpus as rc_corpus  # noqa: E402
+from ragcore.eval import datasets as rc_datasets  # noqa: E402
+from ragcore.io import storage  # noqa: E402
 
 #: The errors the API documents for bad input (DESIGN.md "Errors"; an optional dependency's ImportError).
 CLEAN_ERRORS = (ValueError, TypeError, IndexError, ImportError)
@@ -743,7 +743,7 @@ def _templates() -> Dict[str, _LoadTemplate]:
 
 
 def _manifest_checksum_function() -> Optional[Callable[[dict], Any]]:
-    """ragcore.storage's function that checksums a manifest, when it has one (issue 15 item 7 adds it)."""
+    """ragcore.io.storage's function that checksums a manifest, when it has one (issue 15 item 7 adds it)."""
     for name in dir(storage):
         if name == "seal_manifest":
             continue

@@ -44,7 +44,7 @@ def test_index_beir_folder_tfidf(corpus, tmp_path):
     corpus.rename(folder / "corpus.jsonl")
     out = tmp_path / "idx"
     assert main(["index", str(folder), "-o", str(out), "-q", "--retriever", "tfidf"]) == 0
-    assert isinstance(rc.sparse.load(out), rc.TfIdf)
+    assert isinstance(rc.retrieval.sparse.load(out), rc.TfIdf)
 
 
 def test_demo_answers_from_python_docs(capsys):

@@ -1,4 +1,4 @@
-"""Tests of corpus, query and qrels reading (ragcore.corpus)."""
+"""Tests of corpus, query and qrels reading (ragcore.io.corpus)."""
 
 import gzip
 import json
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ragcore import corpus
-from ragcore.corpus import count_lines, iter_corpus, load_qrels, load_queries
+from ragcore.io import corpus
+from ragcore.io.corpus import count_lines, iter_corpus, load_qrels, load_queries
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = ["msmarco-5k", "dbpedia-5k"]

@@ -1,4 +1,4 @@
-"""Incremental detokenisation and the per-row decoding rules (ragcore._decoding) against full decodes.
+"""Incremental detokenisation and the per-row decoding rules (ragcore.models._decoding) against full decodes.
 
 Oracles: ``tokenizer.decode(all tokens)`` for the text, and the straightforward per-step rule (decode all
 tokens after every step, stop at the first step whose text holds a stop string, cut it there) for
@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 tokenizers = pytest.importorskip("tokenizers", reason="pip install tokenizers")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
-from ragcore._decoding import IncrementalDetokenizer, RowDecoder, _first_stop  # noqa: E402
+from ragcore.models._decoding import IncrementalDetokenizer, RowDecoder, _first_stop  # noqa: E402
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Écris « bonjour » en chinois : 你好，世界！",
           "Emoji: 😀 🎉 👩‍💻 and accents é è ê ë ñ ü ß.", "def f(x):\n    return x ** 2  # ok\n",
@@ -64,7 +64,7 @@ def _ids(tok, seed, n):
 
     Byte fallback: the byte tokens come as whole UTF-8 characters, since its
     decoder turns every byte of a run that is not valid UTF-8 into U+FFFD, including the characters
-    completed earlier in the run, which no incremental decoder can take back (see ragcore._decoding)."""
+    completed earlier in the run, which no incremental decoder can take back (see ragcore.models._decoding)."""
     rng = np.random.default_rng(seed)
     real = tok.encode(CORPUS[int(rng.integers(len(CORPUS)))]).ids
     vocab = tok.get_vocab()
@@ -113,7 +113,7 @@ def test_multibyte_character_waits_for_its_last_byte():
     assert [d.add(t) for t in ids[:2]] == ["", ""]
     assert d.flush() == _full(tok, ids[:2])         # an unfinished character ends as U+FFFD, as in a full decode
     # byte fallback: a full decode replaces every byte of an invalid run, the characters completed
-    # before in the run included; the pieces keep them (documented in ragcore._decoding)
+    # before in the run included; the pieces keep them (documented in ragcore.models._decoding)
     e = [v[f"<0x{b:02X}>"] for b in "é".encode()]
     d = IncrementalDetokenizer(tok)
     assert "".join(d.add(t) for t in e + ids[:2]) + d.flush() == "é\ufffd\ufffd"
@@ -210,7 +210,7 @@ def _lookup_oracle(hist, k, max_ngram, min_ngram):
 @given(seed=st.integers(0, 10**6), vocab=st.integers(2, 6), n_prompt=st.integers(0, 40), n_new=st.integers(1, 30),
        k=st.integers(0, 6), sizes=st.sampled_from([(3, 2), (3, 1), (1, 1), (4, 2)]))
 def test_prompt_lookup_matches_brute_force(seed, vocab, n_prompt, n_new, k, sizes):
-    from ragcore._decoding import PromptLookup
+    from ragcore.models._decoding import PromptLookup
     rng = np.random.default_rng(seed)
     prompt = rng.integers(0, vocab, n_prompt).tolist()
     new = []
@@ -221,7 +221,7 @@ def test_prompt_lookup_matches_brute_force(seed, vocab, n_prompt, n_new, k, size
 
 
 def test_prompt_lookup_bad_sizes():
-    from ragcore._decoding import PromptLookup
+    from ragcore.models._decoding import PromptLookup
     for sizes in ((2, 3), (0, 0), (3, 0)):
         with pytest.raises(ValueError, match="ngram"):
             PromptLookup([1, 2, 3], *sizes)

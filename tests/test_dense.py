@@ -200,7 +200,7 @@ def test_save_load_roundtrip(tmp_path, dtype, mmap):
     back.add(x[:2], ids=[1, 2])
     back.delete([1, 106])
     assert len(back) == 498 and rc.DenseIndex.load(tmp_path / "d").ntotal == 500
-    assert rc.dense.load(tmp_path / "d", device="cpu").dtype == dtype
+    assert rc.retrieval.dense.load(tmp_path / "d", device="cpu").dtype == dtype
 
 
 def test_load_rejects_other_kinds_and_corruption(tmp_path):

@@ -14,9 +14,9 @@ import pytest
 
 import _fake_cuda
 import ragcore as rc
-import ragcore.dense as dense_mod
-from ragcore import storage
-from ragcore.hits import Hits
+import ragcore.retrieval.dense as dense_mod
+from ragcore.io import storage
+from ragcore.retrieval.hits import Hits
 
 DIM = 27
 GPU_DTYPES = ("float32", "float16", "bfloat16")

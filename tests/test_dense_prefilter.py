@@ -158,7 +158,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="float32 or float16 rows, not dtype='int8'"):
         rc.DenseIndex(4, dtype="int8", device="cpu", prefilter="int8")
     with pytest.raises(ValueError, match="CPU feature"):
-        rc.dense._check_prefilter("int8", "float32", "cuda")
+        rc.retrieval.dense._check_prefilter("int8", "float32", "cuda")
     index = rc.DenseIndex(4, device="cpu", prefilter="int8").add(np.eye(4, dtype=np.float32))
     with pytest.raises(ValueError, match="NaN"):
         index.add(np.full((1, 4), np.nan, np.float32))
@@ -176,7 +176,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
     man_path = tmp_path / "d" / "manifest.json"
     man = json.loads(man_path.read_text())
     del man["files"]["pre_codes"]
-    man_path.write_text(json.dumps(rc.storage.seal_manifest(man)))   # an edit with its checksum recomputed
+    man_path.write_text(json.dumps(rc.io.storage.seal_manifest(man)))   # an edit with its checksum recomputed
     with pytest.raises(ValueError, match="not a valid dense index: an int8 prefilter without its"):
         rc.DenseIndex.load(tmp_path / "d")
 
@@ -229,13 +229,13 @@ def test_codes_match_numpy(threads):
     x[1] = 1e-30                                 # subnormal-range scales
     x[2] *= 1e30                                 # large values
     x[3, 0], x[3, 1:] = 127.0, np.arange(36) - 17.5  # scale 1 and exact halves: ties to even
-    codes, aux = rc.dense._prefilter_codes(x, threads)
+    codes, aux = rc.retrieval.dense._prefilter_codes(x, threads)
     want_c, want_a = numpy_prefilter(x)
     assert np.array_equal(codes, want_c)
     np.testing.assert_allclose(aux, want_a, rtol=1e-6, atol=0)
     # float16 rows go through float32 in chunks
     h = x[4:].astype(np.float16)
-    codes, aux = rc.dense._prefilter_codes(h)
+    codes, aux = rc.retrieval.dense._prefilter_codes(h)
     want_c, want_a = numpy_prefilter(h.astype(np.float32))
     assert np.array_equal(codes, want_c)
     np.testing.assert_allclose(aux, want_a, rtol=1e-6, atol=0)

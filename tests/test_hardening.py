@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ragcore as rc
-from ragcore.generation import Generator
+from ragcore.models.generation import Generator
 
 # ---------------------------------------------------------------------------------------------------
 # 1. chat templates render in jinja2's sandbox
@@ -162,7 +162,7 @@ def test_dense_search_while_adding_and_deleting():
 def test_generator_files_stay_inside_the_folder(tmp_path, name):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tokenizers")
-    from ragcore import generator_export as G
+    from ragcore.models import generator_export as G
     folder = tmp_path / "gen"
     folder.mkdir()
     (tmp_path / "model.onnx").write_bytes(b"x")
@@ -175,7 +175,7 @@ def test_generator_files_stay_inside_the_folder(tmp_path, name):
 def test_generator_file_checksum(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tokenizers")
-    from ragcore import generator_export as G
+    from ragcore.models import generator_export as G
     folder = tmp_path / "gen"
     folder.mkdir()
     (folder / G.MODEL_FILE).write_bytes(b"not the model")
@@ -217,7 +217,7 @@ def test_inner_products_that_could_overflow_are_refused():
                                                   ("cosine", "int8", None), ("ip", "int8", None)])
 def test_loaded_rows_beyond_the_metric_bound_are_refused(tmp_path, metric, dtype, value):
     """Rows that add() would refuse cannot come in through a file (the checksums recomputed)."""
-    from ragcore import storage
+    from ragcore.io import storage
     x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
     rc.DenseIndex(8, metric=metric, dtype=dtype, device="cpu").add(x).save(tmp_path / "d")
     manifest, arrays = storage.load_index(tmp_path / "d", mmap=False)
@@ -244,7 +244,7 @@ def test_inflated_document_count_costs_a_search_nothing(tmp_path):
     allocates gigabytes nor changes its results."""
     import subprocess
     import sys
-    from ragcore import storage
+    from ragcore.io import storage
     rc.BM25().index(["hello world", "foo bar", "hello foo"]).save(tmp_path / "i")
     m = json.loads((tmp_path / "i" / "manifest.json").read_text())
     m["meta"]["n_docs"] = 2**32 - 2

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import ragcore as rc
-from ragcore import _core, storage
+from ragcore import _core
+from ragcore.io import storage
 
 ROOT = Path(__file__).resolve().parents[1]
 # tools/sanitize.sh sets it: the library runs under AddressSanitizer, which reserves terabytes of
@@ -188,7 +189,7 @@ CRAFT = """
     import json, sys, traceback
     import numpy as np
     import ragcore as rc
-    from ragcore import storage
+    from ragcore.io import storage
     kind, path, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     cls = rc.TfIdf if kind == "tfidf" else rc.BM25
     manifest, clean = storage.load_index(path, mmap=False, verify=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import ragcore
-import ragcore.hybrid as hybrid_mod
+import ragcore.retrieval.hybrid as hybrid_mod
 from ragcore import BM25, Hits, TfIdf
-from ragcore.hybrid import DenseRetriever, Hybrid, fuse
+from ragcore.retrieval.hybrid import DenseRetriever, Hybrid, fuse
 
 try:
     from hypothesis import given, strategies as st
@@ -545,7 +545,7 @@ def test_dense_retriever_with_real_dense_index():
 def test_rrf_bm25_tfidf_on_msmarco(shared_data):
     from conftest import load_beir
 
-    from ragcore.corpus import load_qrels
+    from ragcore.io.corpus import load_qrels
 
     data = load_beir(shared_data, "msmarco-5k")
     qrels = load_qrels(shared_data / "msmarco-5k")

@@ -1,8 +1,8 @@
-"""The block quantizer behind int8/int4 generator weights (ragcore.llm_graph): round trip and layout."""
+"""The block quantizer behind int8/int4 generator weights (ragcore.models.llm_graph): round trip and layout."""
 import numpy as np
 import pytest
 
-from ragcore.llm_graph import dequantize_blocks, quantize_blocks
+from ragcore.models.llm_graph import dequantize_blocks, quantize_blocks
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -49,7 +49,7 @@ def test_nibble_order():
 ort = pytest.importorskip("onnxruntime", reason="runs the graph: pip install 'ragcore[dense]'")
 pytest.importorskip("onnx", reason="builds the graph: pip install onnx")
 
-from ragcore.llm_graph import build_decoder  # noqa: E402
+from ragcore.models.llm_graph import build_decoder  # noqa: E402
 
 L, NH, KVH, HD, I, V = 2, 4, 2, 16, 80, 97     # I = 80 pads a 32-block
 

@@ -1,4 +1,4 @@
-"""The RAG pipeline (ragcore.pipeline) with fake generators: prompts, citations, token budget, streaming, retrievers."""
+"""The RAG pipeline (ragcore.rag.pipeline) with fake generators: prompts, citations, token budget, streaming, retrievers."""
 from __future__ import annotations
 
 import doctest
@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ragcore as rc
-import ragcore.pipeline as pl
-from ragcore.pipeline import RAG, Answer, CallableGenerator, Source, parse_citations, retrieve_context
+import ragcore.rag.pipeline as pl
+from ragcore.rag.pipeline import RAG, Answer, CallableGenerator, Source, parse_citations, retrieve_context
 
 DOCS = [
     "The cat sat on the mat near the door.",
@@ -550,8 +550,8 @@ def exported_generator():
     import json
 
     try:
-        from ragcore.encoder import default_cache_dir
-        from ragcore.generation import FORMAT_VERSION
+        from ragcore.models.encoder import default_cache_dir
+        from ragcore.models.generation import FORMAT_VERSION
     except ImportError:
         return None
     for f in sorted((default_cache_dir() / "generators").glob("*/ragcore_generator.json")):
@@ -584,7 +584,7 @@ def test_rag_with_ragcore_generator():
     folder = exported_generator()
     if folder is None:
         pytest.skip("no exported generator (set RAGCORE_TEST_GENERATOR or run rc.export_generator() once)")
-    generation = pytest.importorskip("ragcore.generation")
+    generation = pytest.importorskip("ragcore.models.generation")
     pytest.importorskip("onnxruntime")
     gen = generation.Generator.load(folder, device="cpu")
     rag = RAG(rc.BM25().index(DOCS, ids=IDS), gen, k=3, texts=DOCS, max_new_tokens=8)

@@ -1,4 +1,4 @@
-"""Tests of the on-disk index format (ragcore.storage)."""
+"""Tests of the on-disk index format (ragcore.io.storage)."""
 
 import json
 import os
@@ -7,8 +7,8 @@ import zlib
 import numpy as np
 import pytest
 
-from ragcore import storage
-from ragcore.storage import (FORMAT, FORMAT_VERSION, decode_strings, encode_strings, load_index,
+from ragcore.io import storage
+from ragcore.io.storage import (FORMAT, FORMAT_VERSION, decode_strings, encode_strings, load_index,
                              save_index)
 
 DTYPES = ["?", "i1", "u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8", "<c8", "<c16"]
@@ -348,7 +348,7 @@ def test_decode_strings_errors():
 
 
 def test_finish_export_moves_replaces_and_refuses(tmp_path):
-    from ragcore.storage import finish_export
+    from ragcore.io.storage import finish_export
 
     def ours(p):
         return (p / "kind.txt").is_file()

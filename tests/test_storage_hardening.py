@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import ragcore as rc
-from ragcore import _dirswap, _schema, storage
-from ragcore.storage import load_index, save_index
+from ragcore.io import _dirswap, _schema, storage
+from ragcore.io.storage import load_index, save_index
 
 ROOT = str(Path(rc.__file__).resolve().parent.parent)
 posix_only = pytest.mark.skipif(os.name != "posix", reason="kills, umask and fds are POSIX here")
@@ -53,7 +53,7 @@ def _leftovers(path):
 _KILLED_SAVE = """
     import os, signal, sys
     import numpy as np
-    from ragcore import _dirswap, storage
+    from ragcore.io import _dirswap, storage
     path, point, fallback = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     if fallback:
         _dirswap._renameat2 = None              # as on a system without RENAME_EXCHANGE
@@ -96,7 +96,7 @@ def test_kill_at_each_step_leaves_a_whole_index(tmp_path, point, fallback, then)
 _RANDOM_KILLS = """
     import json, os, random, signal, sys, time
     import numpy as np
-    from ragcore import _dirswap, storage
+    from ragcore.io import _dirswap, storage
     path, kills, fallback = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
     if fallback:
         _dirswap._renameat2 = None
@@ -141,7 +141,7 @@ def test_random_kills_while_resaving(tmp_path, fallback):
 _RESAVER = """
     import os, sys, time
     import numpy as np
-    from ragcore import storage
+    from ragcore.io import storage
     path, ready, stop = sys.argv[1], sys.argv[2], sys.argv[3]
     def version(v):
         return {"a": np.full(100000, v, np.int64), "b": np.full(50000, v, np.float32), "c": np.full(7, v, np.uint8)}
@@ -299,7 +299,7 @@ def _load(path):
     kind = json.loads((path / "manifest.json").read_text())["kind"]
     if kind == "dense":
         return rc.DenseIndex.load(path)
-    return rc.sparse.load(path)
+    return rc.retrieval.sparse.load(path)
 
 
 def _edit(path, fn, seal):
@@ -453,7 +453,7 @@ def test_small_arrays_are_checked(copy, name, array, fn, match):
     # in a subprocess: before these checks some of these crashed the process
     r = _run("""
         import sys, ragcore as rc
-        from ragcore import storage
+        from ragcore.io import storage
         for verify in (True, False):
             try:
                 storage.load_index(sys.argv[1], verify=verify)

@@ -7,7 +7,7 @@ import pytest
 
 import ragcore as rc
 from ragcore.cli import main
-from ragcore.tuning import split_queries
+from ragcore.eval.tuning import split_queries
 
 
 def test_split_is_seeded_disjoint_and_complete():

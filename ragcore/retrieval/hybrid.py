@@ -29,6 +29,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from .._validate import check_int as _check_int
 from .hits import Hits
 
 __all__ = ["Hybrid", "DenseRetriever", "fuse", "FUSIONS", "NORMALIZATIONS"]
@@ -43,14 +44,6 @@ _MAGNITUDE = np.uint32(0x7FFFFFFF)
 
 
 # ----------------------------------------------------------------------------------------- validation
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
@@ -189,7 +182,7 @@ def fuse(hits: Sequence[Any], k: int = 10, *, fusion: str = "rrf", weights: Opti
     --------
     >>> import numpy as np
     >>> from ragcore import Hits
-    >>> from ragcore.hybrid import fuse
+    >>> from ragcore.retrieval.hybrid import fuse
     >>> a = Hits(np.array([[7, 2, 5]]), np.array([[3.0, 2.0, 1.0]], np.float32))
     >>> b = Hits(np.array([[5, 9, 7]]), np.array([[0.9, 0.8, 0.7]], np.float32))
     >>> fused = fuse([a, b], k=4)           # 7: 1/61 + 1/63, 5: 1/63 + 1/61, then 2 (1/62) and 9 (1/62)

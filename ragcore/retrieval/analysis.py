@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
-from . import _core
+from .. import _core
 
 #: Lucene's English stopword list (``EnglishAnalyzer.ENGLISH_STOP_WORDS_SET``), as used by bm25s and Anserini.
 ENGLISH_STOPWORDS = (

@@ -2,7 +2,7 @@
 
 :func:`export_encoder` (also ``ragcore.export_encoder`` and ``ragcore export-encoder``) writes the ONNX graph
 straight from the safetensors weights, with no torch (float32 and a hand-built int8 variant), beside the
-tokenizer and ``ragcore_encoder.json``. :mod:`ragcore.encoder` runs the folder and re-exports these names.
+tokenizer and ``ragcore_encoder.json``. :mod:`ragcore.models.encoder` runs the folder and re-exports these names.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._onnx import Graph
-from ._optional import dist_version as _version
-from ._optional import require
-from .storage import check_export_target, staged_export, write_export_config
+from .._optional import dist_version as _version
+from .._optional import require
+from ..io.storage import check_export_target, staged_export, write_export_config
 
 
 __all__ = ["export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]

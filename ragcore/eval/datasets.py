@@ -2,7 +2,7 @@
 
 A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``, ``text``)
 and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score``). Malformed lines raise ``ValueError``
-naming the file and line (see :mod:`ragcore.corpus`).
+naming the file and line (see :mod:`ragcore.io.corpus`).
 
 Example
 -------
@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, NamedTuple, Union
 
-from .corpus import iter_corpus, load_qrels, load_queries
-from .evaluation import evaluate, parse_metric
+from ..io.corpus import iter_corpus, load_qrels, load_queries
+from .metrics import evaluate, parse_metric
 
 
 class BeirData(NamedTuple):

@@ -2,8 +2,8 @@
 
 :func:`export_generator` (also ``ragcore.export_generator`` and ``ragcore export-generator``) loads the
 model with transformers (a GGUF is dequantized), writes its weights into the graph of
-:mod:`ragcore.llm_graph` and saves it beside the tokenizer, the chat template and
-``ragcore_generator.json``. torch and transformers are imported here only; :mod:`ragcore.generation` runs
+:mod:`ragcore.models.llm_graph` and saves it beside the tokenizer, the chat template and
+``ragcore_generator.json``. torch and transformers are imported here only; :mod:`ragcore.models.generation` runs
 the folder without them. This module also defines the folder's format (names, version, checks).
 """
 from __future__ import annotations
@@ -15,15 +15,15 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._integrity import file_sha256
-from ._optional import require as _require
+from ..io._integrity import file_sha256
+from .._optional import require as _require
 from .encoder import default_cache_dir
-from .storage import check_export_target, staged_export, write_export_config
+from ..io.storage import check_export_target, staged_export, write_export_config
 
 __all__ = ["export_generator", "default_source"]
 
 FORMAT = "ragcore-generator"
-FORMAT_VERSION = 2        # 2: the fused graph of ragcore.llm_graph (shared KV buffers); 1 (standard ops) is refused
+FORMAT_VERSION = 2        # 2: the fused graph of ragcore.models.llm_graph (shared KV buffers); 1 (standard ops) is refused
 EXPORTER_VERSION = 7      # bump when the exported graph changes: new cache key (4: int4 scales max|w|/-8;
                           # 5: int8 = int8 weights x int8 activations per token, SmoothQuant;
                           # 6: int8 adds decode.onnx; 7: int8 row scales max|x|, not powers of two)
@@ -135,7 +135,7 @@ def _load_hf(src: Path, kind: str, dtype: str):
 
 def _export_onnx(model, path: Path, precision: str, tok=None,
                  prefill_precision: Optional[str] = None) -> Dict[str, Any]:
-    """Write the decoder graph of :mod:`ragcore.llm_graph` for a transformers Llama model to ``path``.
+    """Write the decoder graph of :mod:`ragcore.models.llm_graph` for a transformers Llama model to ``path``.
 
     Returns the shape facts for the folder's config. A graph over 1.5 GB keeps its weights in
     ``model.onnx.data`` beside it (protobuf caps one file at 2 GB); so does int8, whose ``decode.onnx``
@@ -308,7 +308,7 @@ def export_generator(src: Union[None, str, "os.PathLike[str]"] = None,
     """Export a decoder-only language model (Hugging Face folder or GGUF file) to an ONNX generator folder.
 
     The model is loaded by transformers (a GGUF is dequantized) and its weights are written into a graph
-    of onnxruntime's fused operators (:mod:`ragcore.llm_graph`: RMSNorm, GroupQueryAttention with the
+    of onnxruntime's fused operators (:mod:`ragcore.models.llm_graph`: RMSNorm, GroupQueryAttention with the
     rotary embedding inside and a KV cache shared between input and output, SwiGLU, the head on the last
     position only), the layout onnxruntime-genai uses on the CPU. torch and transformers are needed here
     only, never by :class:`Generator`.

@@ -48,7 +48,7 @@ def _key(st: os.stat_result, digest: str) -> Tuple[int, int, int, int, str]:
 
 def _record_path() -> Optional[Path]:
     try:
-        from .encoder_export import default_cache_dir
+        from ..models.encoder_export import default_cache_dir
         return default_cache_dir() / _RECORD
     except Exception:  # pragma: no cover - no usable home directory
         return None

@@ -1,6 +1,6 @@
 """Generators for :class:`ragcore.RAG` besides ragcore's own :class:`~ragcore.Generator`: any ``str -> str``
 callable (:class:`CallableGenerator`) and a transformers model (:class:`TransformersGenerator`), plus the
-token estimate used when a generator has no tokenizer. ``ragcore.pipeline`` re-exports all of them.
+token estimate used when a generator has no tokenizer. ``ragcore.rag.pipeline`` re-exports all of them.
 """
 from __future__ import annotations
 
@@ -9,21 +9,13 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
-import numpy as np
+from .._validate import check_int as _check_int
 
 __all__ = ["CallableGenerator", "TransformersGenerator", "estimate_tokens"]
 
 Messages = List[Dict[str, str]]
 _TIMING_KEYS = ("prefill_s", "decode_s", "first_token_s", "prompt_tokens", "new_tokens", "steps", "draft_tokens",
                 "accepted_tokens")
-
-
-def _check_int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return int(value)
 
 
 def _cut_at_stop(text: str, stop: Union[None, str, Sequence[str]]) -> str:
@@ -58,7 +50,7 @@ class CallableGenerator:
 
     Examples
     --------
-    >>> from ragcore.pipeline import CallableGenerator
+    >>> from ragcore.rag.pipeline import CallableGenerator
     >>> gen = CallableGenerator(lambda p: p.upper() + " END", max_context=512)
     >>> gen.generate("hi there", stop=["END"])
     'HI THERE '
@@ -243,7 +235,7 @@ class TransformersGenerator:
 
 
 def _require(name: str) -> Any:
-    from ._optional import require
+    from .._optional import require
     return require(name, "TransformersGenerator", "pip install transformers torch")
 
 

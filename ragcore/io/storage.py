@@ -8,7 +8,7 @@ SHA-256 of its own content (``checksum``). Nothing is ever pickled.
 
 Saving writes into a temporary sibling directory, fsyncs it and switches it in atomically
 (``renameat2(RENAME_EXCHANGE)`` on Linux, a recoverable two-step elsewhere; see
-:mod:`ragcore._dirswap`): after a crash, ``path`` holds the old or the new index, whole, and the
+:mod:`ragcore.io._dirswap`): after a crash, ``path`` holds the old or the new index, whole, and the
 leftovers of dead writers are removed by the next save or load. A directory gets the mode the umask
 gives (``0o777 & ~umask``; files ``0o666 & ~umask``); a re-save keeps the mode of the directory it
 replaces.
@@ -16,13 +16,13 @@ replaces.
 Loading opens the directory once and reads the manifest and every file relative to that descriptor,
 so a concurrent re-save cannot mix two versions (a load that meets one retries on the new one). The
 manifest is always checked: its checksum, its structure, and the schema of its kind
-(:mod:`ragcore._schema`: every ``meta`` field, the exact arrays with their dtypes and shapes). Mapped
+(:mod:`ragcore.io._schema`: every ``meta`` field, the exact arrays with their dtypes and shapes). Mapped
 arrays keep no file descriptor open.
 
 Examples
 --------
 >>> import numpy as np, tempfile, os
->>> from ragcore.storage import save_index, load_index, encode_strings, decode_strings
+>>> from ragcore.io.storage import save_index, load_index, encode_strings, decode_strings
 >>> path = os.path.join(tempfile.mkdtemp(), "my-index")
 >>> data, offsets = encode_strings(["doc-1", "doc-2"])
 >>> save_index(path, "example", {"k1": 1.5}, {"doc_ids": data, "doc_id_offsets": offsets,
@@ -320,7 +320,7 @@ def save_index(path: "str | os.PathLike[str]", kind: str, meta: Mapping[str, Any
         is refused. A new directory gets ``0o777 & ~umask``, its files ``0o666 & ~umask``.
     kind : str
         What the index is (``"bm25"``, ``"tfidf"``, ``"dense"``, ...), checked by :func:`load_index`.
-        The kinds of :data:`ragcore._schema.KINDS` must match their schema.
+        The kinds of :data:`ragcore.io._schema.KINDS` must match their schema.
     meta : mapping
         JSON-serialisable parameters and counts (nested at most 62 levels), stored as
         ``manifest["meta"]``.
@@ -503,7 +503,7 @@ def load_index(path: "str | os.PathLike[str]", kind: Optional[str] = None, mmap:
         The index directory.
     kind : str, optional
         The expected kind; None accepts any kind. Whatever this is, a kind with a schema
-        (:mod:`ragcore._schema`) is checked against it.
+        (:mod:`ragcore.io._schema`) is checked against it.
     mmap : bool, default True
         Map the files read-only (the arrays are :class:`numpy.memmap` views, not writeable, holding
         no file descriptor) instead of reading them into memory. Empty arrays are plain read-only
@@ -622,7 +622,7 @@ def check_export_target(out: Path, *, is_ours, what: str) -> None:
 def write_export_config(folder: Path, name: str, config: Dict[str, Any], versions: Iterable[str]) -> None:
     """Write a model folder's JSON config ``folder/name``: ``config`` plus the installed versions of the
     distributions ``versions`` and the creation time (UTC)."""
-    from ._optional import dist_version
+    from .._optional import dist_version
     config = dict(config, versions={d: dist_version(d) for d in versions},
                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     (folder / name).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

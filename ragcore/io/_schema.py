@@ -1,8 +1,8 @@
 """The manifest schema of each index kind: what ``meta`` holds and which arrays, of which exact dtype
 and shape, an index of that kind has.
 
-:func:`ragcore.storage.save_index` checks what it is asked to write and
-:func:`ragcore.storage.load_index` what it reads, both against the schema of the manifest's kind
+:func:`ragcore.io.storage.save_index` checks what it is asked to write and
+:func:`ragcore.io.storage.load_index` what it reads, both against the schema of the manifest's kind
 (kinds without a schema get the generic checks only). Everything here reads the manifest alone
 (no file is opened), except :func:`check_arrays`, which looks at a few elements and the small arrays
 (O(n_docs + n_terms), never the postings or the vectors). Structural invariants inside the large

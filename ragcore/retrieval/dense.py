@@ -40,9 +40,11 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core, storage
+from .. import _core
+from .._validate import ALL_THREADS as _ALL_THREADS, check_ids as _check_ids, check_k as _check_k
+from .._validate import threads as _threads
+from ..io import storage
 from .hits import Hits, _is_cuda_array
-from .sparse import _ALL_THREADS, _check_ids, _check_k, _threads
 
 __all__ = ["DenseIndex", "cuda_available", "load"]
 
@@ -57,7 +59,7 @@ _IP_MAX_NORM = 1e18
 
 def _cuda_module():
     try:
-        from . import _cuda  # type: ignore[attr-defined]
+        from .. import _cuda  # type: ignore[attr-defined]
     except ImportError:
         return None
     return _cuda
