@@ -384,7 +384,7 @@ def _ortgenai_models(precisions):
     except ImportError as e:
         return {}, f"onnxruntime-genai not usable ({e}); pip install onnxruntime-genai onnx_ir"
     import ragcore.models.generation as g
-    from ragcore.models.encoder import default_cache_dir
+    from ragcore.io.model_folder import default_cache_dir
     base = default_cache_dir() / "bench"
     hf = base / "smollm2-135m-instruct-hf"
     if not (hf / "config.json").is_file():

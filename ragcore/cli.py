@@ -373,8 +373,33 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _build_info() -> str:
+    """Python, the dense kernels this CPU runs, CUDA, and the model cache (``ragcore --version``)."""
+    import platform
+
+    from . import _core
+    from .io.model_folder import default_cache_dir
+    from .retrieval.dense import cuda_available
+
+    return (f"Python {platform.python_version()}, dense kernels: {_core.dense_isa()}, "
+            f"CUDA: {'available' if cuda_available() else 'not available'}\nmodel cache: {default_cache_dir()} "
+            "(set RAGCORE_CACHE to move it)")
+
+
+class _Version(argparse._VersionAction):
+    """``--version`` printed as is (argparse's own action re-wraps it to the terminal width)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{self.version}\n{_build_info()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="ragcore", description="Fast retrieval for RAG.")
+    p.add_argument("--version", action=_Version, version=f"ragcore {__version__}",
+                   help="print the version, the Python, the dense kernels, CUDA and the model cache, and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     pi = sub.add_parser("index", help="index a JSONL corpus or a BEIR folder")

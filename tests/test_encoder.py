@@ -418,14 +418,14 @@ def test_load_errors(tiny, tmp_path):
 
 
 def _framed_sha256(path):
-    from ragcore.io._integrity import file_sha256
+    from ragcore.io.model_folder import file_sha256
     return file_sha256(path, b"\0")
 
 
 def test_tampered_model_is_refused_and_hashing_is_cached(tiny, tmp_path, monkeypatch):
     import shutil
 
-    from ragcore.io import _integrity
+    from ragcore.io import model_folder as _integrity
     monkeypatch.setenv("RAGCORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(_integrity, "_verified", {})
     enc = tmp_path / "enc"

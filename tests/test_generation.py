@@ -74,7 +74,7 @@ def test_folder_layout(exported):
     cfg = json.loads((exported / "ragcore_generator.json").read_text())
     assert cfg["num_layers"] == 30 and cfg["num_kv_heads"] == 3 and cfg["head_dim"] == 64
     assert cfg["vocab_size"] == 49152 and cfg["precision"] == "float32" and 2 in cfg["eos_token_ids"]
-    from ragcore.io._integrity import file_sha256
+    from ragcore.io.model_folder import file_sha256
     assert cfg["files"] and all(v["sha256"] == file_sha256(exported / f) for f, v in cfg["files"].items())
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]   # no temp folder left
 

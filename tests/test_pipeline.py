@@ -550,7 +550,7 @@ def exported_generator():
     import json
 
     try:
-        from ragcore.models.encoder import default_cache_dir
+        from ragcore.io.model_folder import default_cache_dir
         from ragcore.models.generation import FORMAT_VERSION
     except ImportError:
         return None

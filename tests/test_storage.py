@@ -348,7 +348,7 @@ def test_decode_strings_errors():
 
 
 def test_finish_export_moves_replaces_and_refuses(tmp_path):
-    from ragcore.io.storage import finish_export
+    from ragcore.io.model_folder import finish_export
 
     def ours(p):
         return (p / "kind.txt").is_file()

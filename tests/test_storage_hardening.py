@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import ragcore as rc
-from ragcore.io import _dirswap, _schema, storage
+from ragcore.io import _dirswap, _schema, model_folder, storage
 from ragcore.io.storage import load_index, save_index
 
 ROOT = str(Path(rc.__file__).resolve().parent.parent)
@@ -249,12 +249,12 @@ def test_finish_export_still_swaps_and_cleans(tmp_path):
         return (p / "kind.txt").is_file()
 
     for text in ("v1", "v2"):
-        with storage.staged_export(out, cached=False, is_ours=ours, what="a model folder") as tmp:
+        with model_folder.staged_export(out, cached=False, is_ours=ours, what="a model folder") as tmp:
             (tmp / "kind.txt").write_text(text)
         assert (out / "kind.txt").read_text() == text
     stale = tmp_path / f".model.tmp-{_dirswap._TAG}-{_dead_pid()}-00000002"
     stale.mkdir()
-    with storage.staged_export(out, cached=False, is_ours=ours, what="a model folder") as tmp:
+    with model_folder.staged_export(out, cached=False, is_ours=ours, what="a model folder") as tmp:
         (tmp / "kind.txt").write_text("v3")
     assert (out / "kind.txt").read_text() == "v3" and not stale.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
@@ -523,7 +523,7 @@ def test_modes_follow_the_umask(tmp_path):
         save_index(tmp_path / "idx", "x", {"v": 2}, _version(2))
         assert (tmp_path / "idx").stat().st_mode & 0o777 == 0o755
         os.umask(0o022)
-        with storage.staged_export(tmp_path / "model", cached=False, is_ours=lambda p: True, what="x") as t:
+        with model_folder.staged_export(tmp_path / "model", cached=False, is_ours=lambda p: True, what="x") as t:
             (t / "f").write_text("x")
         assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
         assert (tmp_path / "model" / "f").stat().st_mode & 0o777 == 0o644

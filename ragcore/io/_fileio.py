@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import weakref
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import numpy as np
 
@@ -134,3 +134,77 @@ def map_readonly(fd: int, nbytes: int, where: str) -> memoryview:
     if sys.version_info >= (3, 13):
         return memoryview(_mmap.mmap(fd, nbytes, access=_mmap.ACCESS_READ, trackfd=False))
     return memoryview(_mmap.mmap(fd, nbytes, access=_mmap.ACCESS_READ))  # pragma: no cover - Windows
+
+
+def encode_strings(strings: Iterable[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """Pack strings into one UTF-8 byte array and an offsets array.
+
+    Parameters
+    ----------
+    strings : iterable of str
+        The strings (lone surrogates are kept, encoded with ``errors="surrogatepass"``).
+
+    Returns
+    -------
+    data : numpy.ndarray of uint8, shape (total_bytes,)
+        The concatenated UTF-8 encodings.
+    offsets : numpy.ndarray of int64, shape (n + 1,)
+        String ``i`` is ``data[offsets[i]:offsets[i + 1]]``; ``offsets[0] == 0``.
+
+    Raises
+    ------
+    TypeError
+        An element is not a str (the message names its position and type).
+    """
+    buf = bytearray()
+    ends: List[int] = []
+    for i, s in enumerate(strings):
+        if not isinstance(s, str):
+            raise TypeError(f"strings[{i}] must be a str, got {type(s).__name__}")
+        buf += s.encode("utf-8", "surrogatepass")
+        ends.append(len(buf))
+    offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+    offsets[1:] = ends
+    return np.frombuffer(buf, dtype=np.uint8), offsets
+
+
+def decode_strings(data: np.ndarray, offsets: np.ndarray) -> List[str]:
+    """Unpack strings packed by :func:`encode_strings`.
+
+    Parameters
+    ----------
+    data : numpy.ndarray of uint8, shape (total_bytes,)
+    offsets : numpy.ndarray of integers, shape (n + 1,)
+        Non-decreasing, from 0 to ``len(data)``.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes, inconsistent offsets, or bytes that are not UTF-8.
+    TypeError
+        ``data`` is not uint8 or ``offsets`` is not an integer array.
+    """
+    data, offsets = np.asarray(data), np.asarray(offsets)
+    if data.dtype != np.uint8:
+        raise TypeError(f"data must have dtype uint8, got {data.dtype}")
+    if offsets.dtype.kind not in "iu":
+        raise TypeError(f"offsets must have an integer dtype, got {offsets.dtype}")
+    if data.ndim != 1 or offsets.ndim != 1 or offsets.size < 1:
+        raise ValueError(f"data must have shape (total_bytes,) and offsets (n + 1,), got "
+                         f"{data.shape} and {offsets.shape}")
+    offs = offsets.tolist()
+    if offs[0] != 0 or offs[-1] != data.size or any(a > b for a, b in zip(offs, offs[1:])):
+        raise ValueError(f"offsets must be non-decreasing from 0 to len(data)={data.size}, "
+                         f"got first {offs[0]} and last {offs[-1]}")
+    raw = data.tobytes()
+    out = []
+    for i in range(len(offs) - 1):
+        try:
+            out.append(raw[offs[i]:offs[i + 1]].decode("utf-8", "surrogatepass"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"string {i} is not valid UTF-8: {e}") from None
+    return out

@@ -49,15 +49,15 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import _dirswap, _fileio, _schema
+from ._fileio import decode_strings, encode_strings
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_index", "load_index", "read_manifest", "seal_manifest",
-           "encode_strings", "decode_strings", "finish_export", "staged_export", "check_export_target",
-           "write_export_config"]
+           "encode_strings", "decode_strings"]
 
 FORMAT = "ragcore-index"
 #: 2: the manifest carries the SHA-256 of its own content and is validated against its kind's schema.
@@ -537,142 +537,3 @@ def load_index(path: "str | os.PathLike[str]", kind: Optional[str] = None, mmap:
     with contextlib.suppress(OSError):
         _dirswap.clean(path)
     return result
-
-
-def encode_strings(strings: Iterable[str]) -> Tuple[np.ndarray, np.ndarray]:
-    """Pack strings into one UTF-8 byte array and an offsets array.
-
-    Parameters
-    ----------
-    strings : iterable of str
-        The strings (lone surrogates are kept, encoded with ``errors="surrogatepass"``).
-
-    Returns
-    -------
-    data : numpy.ndarray of uint8, shape (total_bytes,)
-        The concatenated UTF-8 encodings.
-    offsets : numpy.ndarray of int64, shape (n + 1,)
-        String ``i`` is ``data[offsets[i]:offsets[i + 1]]``; ``offsets[0] == 0``.
-
-    Raises
-    ------
-    TypeError
-        An element is not a str (the message names its position and type).
-    """
-    buf = bytearray()
-    ends: List[int] = []
-    for i, s in enumerate(strings):
-        if not isinstance(s, str):
-            raise TypeError(f"strings[{i}] must be a str, got {type(s).__name__}")
-        buf += s.encode("utf-8", "surrogatepass")
-        ends.append(len(buf))
-    offsets = np.zeros(len(ends) + 1, dtype=np.int64)
-    offsets[1:] = ends
-    return np.frombuffer(buf, dtype=np.uint8), offsets
-
-
-def decode_strings(data: np.ndarray, offsets: np.ndarray) -> List[str]:
-    """Unpack strings packed by :func:`encode_strings`.
-
-    Parameters
-    ----------
-    data : numpy.ndarray of uint8, shape (total_bytes,)
-    offsets : numpy.ndarray of integers, shape (n + 1,)
-        Non-decreasing, from 0 to ``len(data)``.
-
-    Returns
-    -------
-    list of str
-
-    Raises
-    ------
-    ValueError
-        Wrong shapes, inconsistent offsets, or bytes that are not UTF-8.
-    TypeError
-        ``data`` is not uint8 or ``offsets`` is not an integer array.
-    """
-    data, offsets = np.asarray(data), np.asarray(offsets)
-    if data.dtype != np.uint8:
-        raise TypeError(f"data must have dtype uint8, got {data.dtype}")
-    if offsets.dtype.kind not in "iu":
-        raise TypeError(f"offsets must have an integer dtype, got {offsets.dtype}")
-    if data.ndim != 1 or offsets.ndim != 1 or offsets.size < 1:
-        raise ValueError(f"data must have shape (total_bytes,) and offsets (n + 1,), got "
-                         f"{data.shape} and {offsets.shape}")
-    offs = offsets.tolist()
-    if offs[0] != 0 or offs[-1] != data.size or any(a > b for a, b in zip(offs, offs[1:])):
-        raise ValueError(f"offsets must be non-decreasing from 0 to len(data)={data.size}, "
-                         f"got first {offs[0]} and last {offs[-1]}")
-    raw = data.tobytes()
-    out = []
-    for i in range(len(offs) - 1):
-        try:
-            out.append(raw[offs[i]:offs[i + 1]].decode("utf-8", "surrogatepass"))
-        except UnicodeDecodeError as e:
-            raise ValueError(f"string {i} is not valid UTF-8: {e}") from None
-    return out
-
-
-def check_export_target(out: Path, *, is_ours, what: str) -> None:
-    """Raise ``ValueError`` unless ``out`` is absent, an empty directory or ``is_ours(out)``."""
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_ours(out))):
-        raise ValueError(f"{out} exists and is not {what} or an empty directory; refusing to overwrite it")
-
-
-def write_export_config(folder: Path, name: str, config: Dict[str, Any], versions: Iterable[str]) -> None:
-    """Write a model folder's JSON config ``folder/name``: ``config`` plus the installed versions of the
-    distributions ``versions`` and the creation time (UTC)."""
-    from .._optional import dist_version
-    config = dict(config, versions={d: dist_version(d) for d in versions},
-                  created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    (folder / name).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-
-@contextlib.contextmanager
-def staged_export(out: Path, *, cached: bool, is_ours, what: str) -> Iterator[Path]:
-    """A model export's folder, written aside and moved into place only when complete.
-
-    Yields a fresh temporary sibling of ``out`` (mode ``0o777 & ~umask``, or the mode of the folder it
-    replaces); when the block ends normally the folder goes to ``out`` through :func:`finish_export`;
-    when it raises (``KeyboardInterrupt`` included) the folder is deleted and nothing is left
-    half-written. Leftovers of dead exporters beside ``out`` are removed afterwards.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _dirswap.make_temp_dir(out.parent, out.name)
-    try:
-        with contextlib.suppress(OSError):  # re-exporting keeps the mode of the folder it replaces
-            os.chmod(tmp, stat.S_IMODE(os.stat(out).st_mode))
-        yield tmp
-        finish_export(tmp, out, cached=cached, is_ours=is_ours, what=what)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    with contextlib.suppress(OSError):
-        _dirswap.clean(out)
-
-
-def finish_export(tmp: Path, out: Path, *, cached: bool, is_ours, what: str) -> None:
-    """Make a model folder written in ``tmp`` (a sibling of ``out``) durable and move it to ``out``.
-
-    Every file and the folder are fsynced, then renamed into place. An existing ``out`` is replaced
-    only when it is empty or ``is_ours(out)`` (a folder of the same kind); anything else raises
-    ``ValueError`` and is left untouched. ``cached``: a folder of the same kind already at ``out`` (a
-    concurrent export of the same key) is kept and ``tmp`` dropped.
-    """
-    for f in tmp.iterdir():
-        if f.is_file():
-            with open(f, "rb+") as fh:
-                os.fsync(fh.fileno())
-    _fsync_dir(tmp)
-    try:
-        os.rename(tmp, out)  # atomic when out is absent (or an empty directory, on POSIX)
-    except OSError:
-        if not out.exists():
-            raise
-        if cached and is_ours(out):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        if not (out.is_dir() and (not any(out.iterdir()) or is_ours(out))):
-            raise ValueError(f"{out} exists and is not {what} or an empty directory; refusing to overwrite it") from None
-        _dirswap.swap(tmp, out)
-    _fsync_dir(out.parent)

@@ -32,7 +32,7 @@ from .encoder_export import (  # noqa: F401  (re-exported: ragcore.models.encode
 
 __all__ = ["Encoder", "export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
 
-from ..io._integrity import member, verify_sha256
+from ..io.model_folder import member, verify_sha256
 
 _SORT_WINDOW = 8192       # texts tokenized and length-sorted together (bounds the memory of encodings)
 

@@ -12,14 +12,14 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._onnx import Graph
 from .._optional import dist_version as _version
 from .._optional import require
-from ..io.storage import check_export_target, staged_export, write_export_config
+from ..io.model_folder import check_export_target, file_sha256, default_cache_dir, files_sha256, staged_export, write_export_config
 
 
 __all__ = ["export_encoder", "default_cache_dir", "cmd_export_encoder", "add_export_encoder_parser"]
@@ -124,17 +124,6 @@ def _source_spec(src: Path, max_length: Optional[int]) -> Dict[str, Any]:
     if not 2 <= int(max_length) <= limit:
         raise ValueError(f"max_length {max_length} must be in [2, {limit}] (max_position_embeddings)")
     return {"config": cfg, "pooling": pooling, "max_length": int(max_length)}
-
-
-def _sha256(paths: Iterable[Tuple[str, Path]]) -> str:
-    h = hashlib.sha256()
-    for name, p in paths:
-        h.update(name.encode() + b"\0")
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def _source_files(src: Path) -> List[Tuple[str, Path]]:
@@ -377,14 +366,6 @@ def _calibrate(w: Dict[str, np.ndarray], spec: Dict[str, Any], tok) -> Dict[str,
 # export
 
 
-def default_cache_dir() -> Path:
-    """``$RAGCORE_CACHE``, else ``$XDG_CACHE_HOME/ragcore``, else ``~/.cache/ragcore``."""
-    if os.environ.get("RAGCORE_CACHE"):
-        return Path(os.environ["RAGCORE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ragcore"
-
-
 def _quantize_set(quantize: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     q = (quantize,) if isinstance(quantize, str) else tuple(quantize)
     bad = [v for v in q if v not in VARIANTS]
@@ -459,7 +440,7 @@ def export_encoder(src: Union[None, str, "os.PathLike[str]"] = None,
     is_default = src is None
     src = default_source() if src is None else Path(os.fspath(src)).expanduser().resolve()
     spec = _source_spec(src, max_length)
-    source_hash = _sha256(_source_files(src))
+    source_hash = files_sha256(_source_files(src))
     options = {"quantize": list(variants), "max_length": spec["max_length"], "opset": OPSET,
                "exporter_version": EXPORTER_VERSION}
     key = hashlib.sha256(json.dumps({"source": source_hash, **options}, sort_keys=True).encode()).hexdigest()
@@ -505,7 +486,7 @@ def export_encoder(src: Union[None, str, "os.PathLike[str]"] = None,
             files = {}
             for v in variants:
                 f = tmp / VARIANTS[v]
-                files[VARIANTS[v]] = {"bytes": f.stat().st_size, "sha256": _sha256([("", f)])}
+                files[VARIANTS[v]] = {"bytes": f.stat().st_size, "sha256": file_sha256(f, b"\0")}
             cfg = spec["config"]
             config = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "key": key,

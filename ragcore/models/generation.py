@@ -36,7 +36,7 @@ from .generator_export import (  # noqa: F401  (the folder format, and the expor
     CONFIG, DECODE_FILE, DEFAULT_MODEL, FORMAT, FORMAT_VERSION, MODEL_FILE, PREFILL_FILE, PRECISIONS, RUNTIME_HINT,
     _is_generator_dir, _load_hf, _read_config, _require, default_source, export_generator)
 from ._decoding import PromptLookup, RowDecoder, check_sampling
-from ..io._integrity import member, verify_sha256
+from ..io.model_folder import member, verify_sha256
 from ._decoding import _first_stop, _stop_prefix_len  # noqa: F401  (tests)
 from ._decoding import check_sampling as _check_sampling  # noqa: F401  (tests)
 from .._optional import dist_version as _version  # noqa: F401  (used by bench/)

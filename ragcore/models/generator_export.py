@@ -15,10 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..io._integrity import file_sha256
+from ..io.model_folder import check_export_target, default_cache_dir, file_sha256, staged_export, write_export_config
 from .._optional import require as _require
-from .encoder import default_cache_dir
-from ..io.storage import check_export_target, staged_export, write_export_config
 
 __all__ = ["export_generator", "default_source"]
 
