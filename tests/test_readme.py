@@ -5,7 +5,6 @@ folder named ``my-beir-folder`` (the README's examples take any BEIR folder by t
 that needs an optional model or package which is not installed skips, naming it; any other error fails.
 """
 import json
-import os
 import re
 from pathlib import Path
 
