@@ -132,8 +132,7 @@ def cmd_search(args) -> int:
         raise ValueError("--weights is for --mode hybrid")
     retriever = _open_retriever(args.index, args.mode, args.fusion, weights=args.weights)
     queries = args.query
-    kw = {"threads": args.threads} if args.mode != "hybrid" else {}
-    hits = retriever.search(queries, k=args.k, **kw)
+    hits = retriever.search(queries, k=args.k, threads=args.threads)
     ids = hits.ids
     for qi, q in enumerate(queries):
         if len(queries) > 1:
@@ -353,7 +352,7 @@ def cmd_tune(args) -> int:
     an = _analyzer(args)
     res = tune_bm25(args.dataset, args.metric, k1=args.k1, b=args.b, methods=args.method, analyzer=an,
                     test_fraction=args.test_fraction, seed=args.seed, threads=args.threads,
-                    show_progress=not args.quiet)
+                    progress=not args.quiet)
     print(f"split (seed {args.seed}): {len(res.train)} train / {len(res.test)} held-out queries")
     print(f"{'method':<10} {'k1':>5} {'b':>5}  train {res.metric}")
     for p in sorted(res.grid, key=lambda p: -p["train"])[: args.top]:

@@ -47,14 +47,20 @@ class DenseStore:
             raise IndexError(f"a row index is out of range [0, {self.size})")
         self._dead[rows] = True
 
-    def search(self, q: np.ndarray, k: int):
+    def search(self, q: np.ndarray, k: int, skip=None):
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be in [1, {MAX_K}], got {k}")
         if not isinstance(q, np.ndarray) or q.dtype != np.float32 or q.ndim != 2 or q.shape[1] != self.dim:
             raise TypeError(f"queries must be a float32 array (nq, {self.dim})")
+        dead = self._dead
+        if skip is not None:  # rows left out of this search, besides the tombstoned ones
+            if not isinstance(skip, np.ndarray) or skip.dtype not in (np.bool_, np.uint8) or skip.shape != (self.size,) \
+                    or not skip.flags.c_contiguous:
+                raise TypeError(f"skip must be a C-contiguous bool or uint8 array ({self.size},)")
+            dead = dead | skip.astype(bool)
         idx = np.full((len(q), k), -1, np.int64)
         sc = np.full((len(q), k), -np.inf, np.float32)
-        live = np.flatnonzero(~self._dead)
+        live = np.flatnonzero(~dead)
         kk = min(k, len(live))
         if kk:
             s = (q.astype(np.float64) @ self._x[live].astype(np.float64).T).astype(np.float32)

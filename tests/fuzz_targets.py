@@ -1138,10 +1138,11 @@ def _sparse_oracle(setup: _SearchSetup, name: str, items: List[Any], hits: Any, 
                    matching & allowed, width, rtol=2e-5)
 
 
-def _dense_oracle(name: str, index: Any, dead: set, q: np.ndarray, hits: Any, k: int) -> None:
+def _dense_oracle(name: str, index: Any, dead: set, q: np.ndarray, hits: Any, k: int, allowed: np.ndarray) -> None:
     n = index.ntotal
     alive = np.ones(n, bool)
     alive[list(dead)] = False
+    alive &= allowed  # a filter restricts the candidates as deletes do
     width = check_hits_sane(name, hits, q.shape[0], k, n, index.ids, alive, n_live=len(index))
     rows = index.vectors().astype(np.float64)
     q32 = np.asarray(q, np.float32).reshape(-1, index.dim)
@@ -1232,13 +1233,16 @@ def target_search(src: Source) -> None:
     if which in setup.dense:
         index, ids, dead = setup.dense[which]
         q, valid = _draw_vectors(src, index.dim)
+        flt, allowed, fhow = _draw_filter(src, index.ntotal, ids)
         src.note("queries", q)
+        src.note("filter", (fhow, flt))
         if valid and index.metric == "cosine" and np.asarray(q).size and \
                 not (np.linalg.norm(np.asarray(q, np.float64).reshape(-1, index.dim), axis=1) > 0).all():
             valid = False
-        call = lambda: index.search(q, k=k, threads=threads)  # noqa: E731
-        if not (k_ok and threads_ok and valid):
-            expect_clean(f"dense:{'k' if not k_ok else 'threads' if not threads_ok else 'queries'}", call)
+        call = lambda: index.search(q, k=k, threads=threads, filter=flt)  # noqa: E731
+        if not (k_ok and threads_ok and valid and allowed is not None):
+            bad = "k" if not k_ok else "threads" if not threads_ok else "queries" if not valid else f"filter {fhow}"
+            expect_clean(f"dense:{bad}", call)
             return
         hits = call()
         qa = np.asarray(q, np.float32).reshape(-1, index.dim)
@@ -1247,20 +1251,24 @@ def target_search(src: Source) -> None:
                 prods = np.abs(qa.astype(np.float64)) @ np.abs(index.vectors().astype(np.float64)).T
             if (prods > np.finfo(np.float32).max).any():
                 src.note("note", "products beyond float32: scores must still be right, or the call refused")
-        _dense_oracle(which, index, dead, qa, hits, int(k))
+        _dense_oracle(which, index, dead, qa, hits, int(k), allowed)
         return
     # hybrid: text queries only (the dense side encodes them)
     q = src.choice([_draw_text_query(src, setup), [_draw_text_query(src, setup) for _ in range(src.int(0, 3))],
                     None, [b"alpha"], [["alpha"]]])
+    flt, allowed, fhow = _draw_filter(src, setup.n, setup.sparse["bm25l_str_ids"][2])
     src.note("queries", q)
+    src.note("filter", (fhow, flt))
     valid = isinstance(q, str) or (isinstance(q, list) and all(isinstance(x, str) for x in q))
-    if not (k_ok and valid):
-        expect_clean("hybrid", lambda: setup.hybrid.search(q, k=k))
+    call = lambda: setup.hybrid.search(q, k=k, threads=threads, filter=flt)  # noqa: E731
+    if not (k_ok and threads_ok and valid and allowed is not None):
+        expect_clean("hybrid", call)
         return
-    hits = setup.hybrid.search(q, k=k)
+    hits = call()
     nq = 1 if isinstance(q, str) else len(q)
-    width = check_hits_sane("hybrid", hits, nq, int(k), setup.n, setup.sparse["bm25l_str_ids"][0].ids)
-    parts = [p.search(q, k=max(setup.hybrid.depth, width)) for p in setup.hybrid_parts]
+    width = check_hits_sane("hybrid", hits, nq, int(k), setup.n, setup.sparse["bm25l_str_ids"][0].ids, allowed)
+    # each part filtered, then fused
+    parts = [p.search(q, k=max(setup.hybrid.depth, width), filter=flt) for p in setup.hybrid_parts]
     want_idx, want_sc = _rrf(parts, width)
     if not (np.array_equal(hits.indices, want_idx) and np.allclose(hits.scores, want_sc, rtol=1e-6)):
         raise Mismatch("oracle:hybrid-rrf", f"got {hits.indices.tolist()!r:.300}, expected {want_idx.tolist()!r:.300}")

@@ -168,7 +168,7 @@ def test_shared_data_vs_bm25s(beir, method):
     peer.index(doc_tokens, show_progress=False)
     bm25 = rc.BM25(method=method, analyzer=rc.Analyzer(stopwords="english", stemmer="english"))
     bm25.index(beir.texts, ids=beir.doc_ids)
-    assert len(bm25) == bm25.n_docs == len(beir.texts)
+    assert len(bm25) == len(beir.texts)
     assert bm25.vocabulary_size == len({t for d in doc_tokens for t in d})
     peer_scores = [_bm25s_scores(peer, q) if q else np.zeros(len(doc_tokens)) for q in query_tokens]
     matching = _matching(beir.name, tuple(beir.texts), tuple(beir.queries))
@@ -269,7 +269,7 @@ def test_index_replaces_previous_index(corpus97, corpus1000):
     bm25 = rc.BM25(method="bm25l").index(a.texts, ids=[f"a{i}" for i in range(len(a))])
     bm25.index(b.texts)
     fresh = rc.BM25(method="bm25l").index(b.texts)
-    assert len(bm25) == bm25.n_docs == len(b)
+    assert len(bm25) == len(b)
     assert bm25.vocabulary_size == fresh.vocabulary_size == len(set(b.vocab))
     assert bm25.ids is None
     h1, h2 = bm25.search(b.query_texts, k=5), fresh.search(b.query_texts, k=5)
@@ -283,9 +283,9 @@ def test_index_replaces_previous_index(corpus97, corpus1000):
     assert (bm25.search(only_a, k=3).indices == -1).all()
 
 
-def test_len_n_docs_vocabulary_size(corpus):
+def test_len_vocabulary_size(corpus):
     bm25 = rc.BM25().index(corpus.tokens)
-    assert len(bm25) == bm25.n_docs == len(corpus)
+    assert len(bm25) == len(corpus)
     assert bm25.vocabulary_size == len({t for d in corpus.tokens for t in d})
 
 

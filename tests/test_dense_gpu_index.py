@@ -129,6 +129,38 @@ def test_save_and_load_after_deletes_and_adds(backend, dtype, tmp_path):
     _assert_same_search(on_gpu, pair[1], q, ks=(1, 10, 72))
 
 
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+def test_filters_equal_the_cpu(backend, dtype):
+    # a filter joins the deleted rows on the store: the GPU index must give the CPU index's filtered results
+    pair = _pair(dtype)
+    x, q = _vectors(90, 15), _vectors(5, 16)
+    ids = [f"d{i}" for i in range(90)]
+    _both(pair, "add", x[:60], ids=ids[:60])
+    _both(pair, "delete", ["d4", "d30", "d59"])
+    _both(pair, "add", x[60:], ids=ids[60:])
+    rng = np.random.default_rng(17)
+    for allowed in (rng.random(90) < 0.4, rng.random(90) < 0.05, np.zeros(90, bool), np.ones(90, bool)):
+        chosen = [ids[i] for i in np.flatnonzero(allowed)]
+        for flt in (allowed, chosen, allowed.tolist()):
+            for k in (1, 7, 90):
+                hg, hc = pair[0].search(q, k, filter=flt), pair[1].search(q, k, filter=flt)
+                np.testing.assert_array_equal(np.asarray(hg.indices), hc.indices)
+                np.testing.assert_array_equal(np.asarray(hg.scores), hc.scores)
+                assert hg.ids.tolist() == hc.ids.tolist()
+        if not allowed.any():
+            assert (np.asarray(pair[0].search(q, 5, filter=allowed).indices) == -1).all()
+    _assert_same_search(*pair, q)  # a filtered search leaves the store's deleted rows as they were
+    gpu = pair[0]
+    with pytest.raises(ValueError, match=r"shape \(90,\).*got \(87,\)"):
+        gpu.search(q, 3, filter=np.ones(len(gpu), bool))  # the mask spans the rows, deleted included
+    with pytest.raises(ValueError, match="unknown id 'nope'"):
+        gpu.search(q, 3, filter=["nope"])
+    with pytest.raises(TypeError, match="got a dict"):
+        gpu.search(q, 3, filter={"d1": True})
+    with pytest.raises(ValueError, match="threads must be between"):
+        gpu.search(q, 3, threads=0)  # checked, though the GPU does not use it
+
+
 def test_vectors_and_repr(backend):
     gpu = rc.DenseIndex(DIM, metric="ip", dtype="float32", device="cuda")
     x = _vectors(10, 9)
@@ -197,6 +229,10 @@ def test_cupy_queries_stay_on_the_device(backend):
         np.testing.assert_array_equal(cp.asnumpy(hg.indices), hc.indices)
         np.testing.assert_array_equal(cp.asnumpy(hg.scores), hc.scores)
         assert hg.ids.tolist() == hc.ids.tolist()
+        allowed = np.arange(200) % 3 == 1
+        hg, hc = pair[0].search(cp.asarray(queries), 10, filter=allowed), pair[1].search(queries, 10, filter=allowed)
+        np.testing.assert_array_equal(cp.asnumpy(hg.indices), hc.indices)
+        np.testing.assert_array_equal(cp.asnumpy(hg.scores), hc.scores)
     with pytest.raises(TypeError, match="float32"):
         pair[0].search(cp.asarray(q, dtype=cp.float64), 10)
 

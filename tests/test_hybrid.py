@@ -459,8 +459,10 @@ def test_dense_retriever_with_fakes():
     assert enc.calls == [(4, 4), (2, 4)]  # encoded in chunks of batch_size
     assert len(index) == 6
     enc.calls.clear()
-    h = dense.search(["red fox jumps", "tiny blue frog"], k=3, probe="x")
-    assert enc.calls == [(2, 4)] and index.search_kw == {"probe": "x"}
+    h = dense.search(["red fox jumps", "tiny blue frog"], k=3, threads=1)
+    assert enc.calls == [(2, 4)] and index.search_kw == {"threads": 1}  # given keywords only, passed on
+    dense.search("fox", k=2)
+    assert index.search_kw == {}
     assert h.indices[:, 0].tolist() == [0, 4] and h.ids[0, 0] == "d0"
     one = dense.search("tiny blue frog", k=3)
     np.testing.assert_array_equal(one.indices, h.indices[1:])

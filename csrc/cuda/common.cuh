@@ -97,6 +97,8 @@ void launch_load_rows(StorageType t, const void* src, int64_t n, int64_t dim, in
                       cudaStream_t s);
 /// deleted[indices[i]] = 1 for i < m.
 void launch_mark_deleted(const int64_t* indices, int64_t m, uint8_t* deleted, cudaStream_t s);
+/// skip[i] = skip[i] || deleted[i] for i < n (a search's filter joined with the tombstones).
+void launch_or_mask(const uint8_t* deleted, int64_t n, uint8_t* skip, cudaStream_t s);
 
 /// Queries (qb, dim) float32 -> qf (qb, dpad) float32 (when qf != nullptr) and, for the tensor-core
 /// path (qhi != nullptr), the split hi + lo (qb, dpad) in `t` of the query scaled by a power of two

@@ -51,6 +51,12 @@ __global__ void mark_deleted_kernel(const int64_t* __restrict__ indices, int64_t
     deleted[indices[i]] = 1;
 }
 
+__global__ void or_mask_kernel(const uint8_t* __restrict__ deleted, int64_t n, uint8_t* __restrict__ skip) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    skip[i] = (skip[i] != 0 || deleted[i] != 0) ? 1 : 0;
+}
+
 // One block per query row.
 template <class T>
 __global__ void __launch_bounds__(kSmallThreads)
@@ -144,6 +150,12 @@ void launch_load_rows(StorageType t, const void* src, int64_t n, int64_t dim, in
 void launch_mark_deleted(const int64_t* indices, int64_t m, uint8_t* deleted, cudaStream_t s) {
   if (m <= 0) return;
   mark_deleted_kernel<<<grid_for(m, kSmallThreads), kSmallThreads, 0, s>>>(indices, m, deleted);
+  RAGCORE_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_or_mask(const uint8_t* deleted, int64_t n, uint8_t* skip, cudaStream_t s) {
+  if (n <= 0) return;
+  or_mask_kernel<<<grid_for(n, kSmallThreads), kSmallThreads, 0, s>>>(deleted, n, skip);
   RAGCORE_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -299,6 +311,7 @@ struct DenseStore::Impl {
   // search scratch
   Buffer keys, cand0, cand1, qf, qhi, qlo, inv_scale, host_q, host_idx, host_sc;
   Buffer staging;  // add / to_host / set_deleted
+  Buffer skip_rows;  // (size,) uint8: a filtered search's rows left out (its filter | deleted)
 
   int64_t limit_chunk = 0, limit_segment = 0, limit_query_block = 0;
   mutable std::mutex mu;
@@ -313,7 +326,7 @@ struct DenseStore::Impl {
       if (stream != nullptr) (void)cudaStreamSynchronize(stream);
       if (last_op != nullptr) (void)cudaEventSynchronize(last_op);
       for (Buffer* b : {&vectors, &deleted, &keys, &cand0, &cand1, &qf, &qhi, &qlo, &inv_scale, &host_q, &host_idx,
-                        &host_sc, &staging})
+                        &host_sc, &staging, &skip_rows})
         if (b->ptr != nullptr) (void)cudaFree(b->ptr);
       if (last_op != nullptr) (void)cudaEventDestroy(last_op);
       if (stream != nullptr) (void)cudaStreamDestroy(stream);
@@ -467,8 +480,20 @@ struct DenseStore::Impl {
     }
   }
 
-  // Top-k of qb queries (device, (qb, dim)) into device indices / scores (qb, k), on stream s.
-  void search_block(const Plan& p, const float* dq, int qb, int k, int64_t* d_idx, float* d_sc, cudaStream_t s) {
+  // The rows a search leaves out, on the device: the tombstones, or with a host filter `skip` ((size,)
+  // uint8, nonzero = leave out; checked by the caller) the filter's rows joined with them in skip_rows
+  // (made large enough before the call's Op). Enqueued on s; the host buffer may go when this returns.
+  const uint8_t* excluded_rows(const uint8_t* skip, cudaStream_t s) {
+    if (skip == nullptr || size == 0) return deleted.as<uint8_t>();
+    RAGCORE_CUDA_CHECK(cudaMemcpyAsync(skip_rows.ptr, skip, static_cast<size_t>(size), cudaMemcpyHostToDevice, s));
+    detail::launch_or_mask(deleted.as<uint8_t>(), size, skip_rows.as<uint8_t>(), s);
+    return skip_rows.as<uint8_t>();
+  }
+
+  // Top-k of qb queries (device, (qb, dim)) into device indices / scores (qb, k), on stream s, leaving out
+  // the rows with del[row] != 0.
+  void search_block(const Plan& p, const float* dq, int qb, int k, int64_t* d_idx, float* d_sc, const uint8_t* del,
+                    cudaStream_t s) {
     const bool tc = !p.gemv && dtype != StorageType::float32;
     detail::launch_prep_queries(dtype, dq, qb, dim, dpad, tc ? nullptr : qf.as<float>(), tc ? qhi.ptr : nullptr,
                                 tc ? qlo.ptr : nullptr, tc ? inv_scale.as<float>() : nullptr, s);
@@ -478,7 +503,6 @@ struct DenseStore::Impl {
     RAGCORE_CUDA_CHECK(cudaMemset2DAsync(cur, static_cast<size_t>(p.cand_ld) * sizeof(uint64_t), 0,
                                          static_cast<size_t>(k) * sizeof(uint64_t), static_cast<size_t>(qb), s));
     uint32_t* kb = keys.as<uint32_t>();
-    const uint8_t* del = deleted.as<uint8_t>();
     for (int64_t c0 = 0; c0 < size; c0 += p.chunk) {
       const int len = static_cast<int>(std::min<int64_t>(p.chunk, size - c0));
       if (p.gemv) {
@@ -593,24 +617,34 @@ void check_k(int64_t k) {
   RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
   RAGCORE_CHECK(k <= kMaxK, "k must be <= " << kMaxK << " for the GPU top-k select, got " << k);
 }
+
+void check_skip(const uint8_t* skip, int64_t skip_len, int64_t size) {
+  RAGCORE_CHECK(skip == nullptr || skip_len == size,
+                "skip must have one entry per stored row (" << size << "), got " << skip_len);
+}
 }  // namespace
 
-void DenseStore::search(const float* queries, int64_t nq, int64_t k, int64_t* indices, float* scores) {
+void DenseStore::search(const float* queries, int64_t nq, int64_t k, int64_t* indices, float* scores,
+                        const uint8_t* skip, int64_t skip_len) {
   check_k(k);
   RAGCORE_CHECK(nq >= 0, "nq must be >= 0, got " << nq);
-  if (nq == 0) return;
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
+  check_skip(skip, skip_len, m.size);
+  if (nq == 0) return;
   DeviceScope scope(m.device);
   const Impl::Plan p = m.plan(nq, k);
   m.ensure_scratch(p, k, /*host_io=*/true);
+  if (skip != nullptr) m.ensure(m.skip_rows, static_cast<size_t>(m.size));
   cudaStream_t s = m.stream;
   Impl::Op op(m, s);
+  const uint8_t* del = m.excluded_rows(skip, s);
   for (int64_t q0 = 0; q0 < nq; q0 += p.qb) {
     const int qb = static_cast<int>(std::min<int64_t>(p.qb, nq - q0));
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(m.host_q.ptr, queries + q0 * m.dim, static_cast<size_t>(qb * m.dim) * sizeof(float),
                                        cudaMemcpyHostToDevice, s));
-    m.search_block(p, m.host_q.as<float>(), qb, static_cast<int>(k), m.host_idx.as<int64_t>(), m.host_sc.as<float>(), s);
+    m.search_block(p, m.host_q.as<float>(), qb, static_cast<int>(k), m.host_idx.as<int64_t>(), m.host_sc.as<float>(),
+                   del, s);
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(indices + q0 * k, m.host_idx.ptr, static_cast<size_t>(qb * k) * sizeof(int64_t),
                                        cudaMemcpyDeviceToHost, s));
     RAGCORE_CUDA_CHECK(cudaMemcpyAsync(scores + q0 * k, m.host_sc.ptr, static_cast<size_t>(qb * k) * sizeof(float),
@@ -642,23 +676,26 @@ void check_device_pointer(const void* p, int device, const char* what, size_t al
 }  // namespace
 
 void DenseStore::search_device(const float* queries, int64_t nq, int64_t k, int64_t* indices, float* scores,
-                               std::uintptr_t stream) {
+                               std::uintptr_t stream, const uint8_t* skip, int64_t skip_len) {
   check_k(k);
   RAGCORE_CHECK(nq >= 0, "nq must be >= 0, got " << nq);
-  if (nq == 0) return;
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
+  check_skip(skip, skip_len, m.size);
+  if (nq == 0) return;
   DeviceScope scope(m.device);
   check_device_pointer(queries, m.device, "queries_ptr", alignof(float));
   check_device_pointer(indices, m.device, "out_indices_ptr", alignof(int64_t));
   check_device_pointer(scores, m.device, "out_scores_ptr", alignof(float));
   const Impl::Plan p = m.plan(nq, k);
   m.ensure_scratch(p, k, /*host_io=*/false);
+  if (skip != nullptr) m.ensure(m.skip_rows, static_cast<size_t>(m.size));
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   Impl::Op op(m, s);
+  const uint8_t* del = m.excluded_rows(skip, s);
   for (int64_t q0 = 0; q0 < nq; q0 += p.qb) {
     const int qb = static_cast<int>(std::min<int64_t>(p.qb, nq - q0));
-    m.search_block(p, queries + q0 * m.dim, qb, static_cast<int>(k), indices + q0 * k, scores + q0 * k, s);
+    m.search_block(p, queries + q0 * m.dim, qb, static_cast<int>(k), indices + q0 * k, scores + q0 * k, del, s);
   }
   op.end();
 }

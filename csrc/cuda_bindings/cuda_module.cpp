@@ -46,6 +46,13 @@ py::array checked_array(py::handle h, const char* what, const char* expected_dty
   return a;
 }
 
+// A search's optional filter: None, or a C-contiguous uint8 (n,) array (its length is checked against the
+// store's size under the store's lock).
+py::object checked_skip(py::handle h) {
+  if (h.is_none()) return py::none();
+  return checked_array<uint8_t>(h, "skip", "uint8", 1, -1);
+}
+
 int64_t checked_k(int64_t k) {
   RAGCORE_CHECK(k >= 1, "k must be >= 1, got " << k);
   RAGCORE_CHECK(k <= ragcore::cuda::kMaxK,
@@ -108,9 +115,12 @@ PYBIND11_MODULE(_cuda, m) {
           "indices"_a, "Tombstone rows: int64 (m,) row ids; these rows are never returned.")
       .def(
           "search",
-          [](DenseStore& s, py::handle queries, int64_t k) {
+          [](DenseStore& s, py::handle queries, int64_t k, py::handle skip) {
             checked_k(k);
             py::array a = checked_array<float>(queries, "queries", "float32", 2, s.dim());
+            py::object sk = checked_skip(skip);  // held until the search is done
+            const auto* pk = sk.is_none() ? nullptr : static_cast<const uint8_t*>(py::array(sk).data());
+            const int64_t nk = sk.is_none() ? 0 : py::array(sk).shape(0);
             const int64_t nq = a.shape(0);
             py::array_t<int64_t> idx({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
             py::array_t<float> sc({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
@@ -119,27 +129,33 @@ PYBIND11_MODULE(_cuda, m) {
             float* ps = sc.mutable_data();
             {
               py::gil_scoped_release nogil;
-              s.search(q, nq, k, pi, ps);
+              s.search(q, nq, k, pi, ps, pk, nk);
             }
             return py::make_tuple(idx, sc);
           },
-          "queries"_a, "k"_a,
+          "queries"_a, "k"_a, "skip"_a = py::none(),
           "Exact top-k of float32 queries (nq, dim): (indices int64 (nq, k), scores float32 (nq, k)), best first, "
-          "ties by lower row id, padded with -1 / -inf.")
+          "ties by lower row id, padded with -1 / -inf. `skip`: optional uint8 (size,), nonzero = leave the row "
+          "out of this search too (a filter).")
       .def(
           "search_device",
           [](DenseStore& s, std::uintptr_t queries_ptr, int64_t nq, int64_t k, std::uintptr_t out_indices_ptr,
-             std::uintptr_t out_scores_ptr, std::uintptr_t stream) {
+             std::uintptr_t out_scores_ptr, std::uintptr_t stream, py::handle skip) {
             checked_k(k);
             RAGCORE_CHECK(nq >= 0, "nq must be >= 0, got " << nq);
+            py::object sk = checked_skip(skip);
+            const auto* pk = sk.is_none() ? nullptr : static_cast<const uint8_t*>(py::array(sk).data());
+            const int64_t nk = sk.is_none() ? 0 : py::array(sk).shape(0);
             py::gil_scoped_release nogil;
             s.search_device(reinterpret_cast<const float*>(queries_ptr), nq, k,
                             reinterpret_cast<int64_t*>(out_indices_ptr), reinterpret_cast<float*>(out_scores_ptr),
-                            stream);
+                            stream, pk, nk);
           },
           "queries_ptr"_a, "nq"_a, "k"_a, "out_indices_ptr"_a, "out_scores_ptr"_a, "stream"_a = 0,
+          "skip"_a = py::none(),
           "As search() on device pointers (float32 queries (nq, dim), int64 / float32 outputs (nq, k), row-major), "
-          "enqueued on `stream` (a cudaStream_t as an int, 0 = default stream); returns without waiting.")
+          "enqueued on `stream` (a cudaStream_t as an int, 0 = default stream); returns without waiting. `skip` "
+          "as in search(), a host array (copied before this returns).")
       .def(
           "to_host",
           [](DenseStore& s) {

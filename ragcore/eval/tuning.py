@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from .._deprecation import renamed_keywords
 from ..retrieval.analysis import Analyzer
 from .datasets import BeirData, load_beir
 from .metrics import evaluate, parse_metric
@@ -57,12 +58,17 @@ def split_queries(qids: Sequence[str], test_fraction: float = 0.5, seed: int = 0
     return train, test
 
 
+@renamed_keywords(show_progress="progress")
 def tune_bm25(dataset: Union[str, os.PathLike, BeirData], metric: str = "ndcg@10", *,
               k1: Sequence[float] = (0.5, 0.9, 1.2, 1.5, 2.0), b: Sequence[float] = (0.3, 0.5, 0.75, 0.9),
               methods: Sequence[str] = ("lucene",), analyzer: Optional[Analyzer] = None,
               test_fraction: float = 0.5, seed: int = 0, threads: Optional[int] = None,
-              show_progress: bool = False) -> TuneResult:
-    """Grid-search BM25 parameters on a seeded train split of the judged queries; score on the rest."""
+              progress: bool = False) -> TuneResult:
+    """Grid-search BM25 parameters on a seeded train split of the judged queries; score on the rest.
+
+    ``threads`` is passed to indexing and search; ``progress`` shows a tqdm bar over the grid
+    (``show_progress=`` is a deprecated alias).
+    """
     name, k = parse_metric(metric)
     data = dataset if isinstance(dataset, BeirData) else load_beir(dataset)
     qids = [q for q in data.queries if data.qrels.get(q)]
@@ -81,7 +87,7 @@ def tune_bm25(dataset: Union[str, os.PathLike, BeirData], metric: str = "ndcg@10
     if not grid:
         raise ValueError("empty parameter grid")
     bar = None
-    if show_progress:
+    if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(grid), desc="tuning", unit="config")

@@ -33,7 +33,6 @@ exactly; on AVX2, and with AMX for larger k, they take the float rows' path.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
@@ -43,7 +42,10 @@ import numpy as np
 from .. import _core
 from .._validate import ALL_THREADS as _ALL_THREADS, check_ids as _check_ids, check_k as _check_k
 from .._validate import threads as _threads
-from ..io import storage
+from . import _dense_io
+from ._dense_rows import (_F16_MAX, _as_float_matrix, _check_ip_norms, _check_prefilter, _cuda_queries,
+                          _normalised, _prefilter_codes, _quantise_int8)
+from ._filter import allowed_mask
 from .hits import Hits, _is_cuda_array
 
 __all__ = ["DenseIndex", "cuda_available", "load"]
@@ -52,9 +54,6 @@ METRICS = ("cosine", "ip")
 DTYPES = ("float32", "float16", "int8", "bfloat16")
 _CPU_DTYPES = ("float32", "float16", "int8")
 _CUDA_DTYPES = ("float32", "float16", "bfloat16")
-_KIND = "dense"
-_F16_MAX = 65504.0
-_IP_MAX_NORM = 1e18
 
 
 def _cuda_module():
@@ -82,73 +81,6 @@ def _no_cuda_reason() -> str:
     return "no CUDA GPU is visible (no driver or no device)"
 
 
-def _as_float_matrix(x: Any, dim: int, what: str) -> np.ndarray:
-    """Validate vectors: a float array (n, dim) or (dim,), C-contiguous, finite -> float32 (n, dim)."""
-    if _is_cuda_array(x):
-        raise TypeError(f"{what} is a GPU array: pass a numpy array (GPU arrays are accepted by "
-                        "search on a device='cuda' index)")
-    if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as e:  # ragged lists and the like
-            raise TypeError(f"{what} must be an array of floats: {e}") from None
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{what} have dtype {arr.dtype}, expected float32 (or float16/float64)")
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must have shape (n, {dim}) or ({dim},), got {arr.shape}")
-    if arr.shape[1] != dim:
-        raise ValueError(f"{what} have dimension {arr.shape[1]}, expected {dim} (shape {arr.shape})")
-    if not arr.flags.c_contiguous:
-        raise ValueError(f"{what} are not C-contiguous (strides {arr.strides}): pass "
-                         "np.ascontiguousarray(...)")
-    if arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
-        if not np.isfinite(arr).all() and np.isfinite(x).all():
-            raise ValueError(f"{what} overflow float32")
-    finite = np.isfinite(arr).all(axis=1) if arr.size else np.ones(arr.shape[0], bool)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"{what} row {row} has NaN or infinite values")
-    return arr
-
-
-def _normalised(arr: np.ndarray, what: str) -> np.ndarray:
-    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))
-    if arr.shape[0] and not (norms > 0).all():
-        row = int(np.flatnonzero(~(norms > 0))[0])
-        raise ValueError(f"{what} row {row} has zero norm: its cosine is undefined")
-    return (arr / norms[:, None]).astype(np.float32)
-
-
-def _prefilter_codes(x: np.ndarray, threads: int = _ALL_THREADS):
-    """The int8 prefilter of rows x (n, dim) as stored (their float32 values): codes (n, dim) int8 (per-row
-    symmetric scale) and aux (n, 4) float32 = (scale, scale * L1(codes) / 2, L2(scale * codes),
-    L2(x - scale * codes)), the norms in float64 rounded up (ragcore/dense.hpp; computed in C++)."""
-    n, dim = x.shape
-    if x.dtype == np.float32 and x.flags.c_contiguous:
-        return _core.dense_prefilter_codes(x, threads)
-    codes = np.empty((n, dim), np.int8)
-    aux = np.empty((n, 4), np.float32)
-    step = max(1, (1 << 24) // max(dim, 1))  # float16 rows: converted 64 MiB at a time
-    for b in range(0, n, step):
-        codes[b: b + step], aux[b: b + step] = _core.dense_prefilter_codes(
-            np.ascontiguousarray(x[b: b + step], np.float32), threads)
-    return codes, aux
-
-
-def _quantise_int8(x: np.ndarray):
-    """Per-row symmetric int8: (codes (n, dim) int8, aux (n, 2) float32 = (scale, L1 of the codes))."""
-    amax = np.abs(x).max(axis=1) if x.size else np.zeros(x.shape[0], np.float32)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    codes = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
-    l1 = np.abs(codes.astype(np.int32)).sum(axis=1, dtype=np.int64).astype(np.float32)
-    return codes, np.ascontiguousarray(np.stack([scale, l1], axis=1))
-
-
 class _View(NamedTuple):
     """What a search sees: the first ``n`` rows and their side arrays, as one immutable whole.
 
@@ -165,51 +97,6 @@ class _View(NamedTuple):
     pre: Optional[np.ndarray]
     pre_aux: Optional[np.ndarray]
     ids: Optional[np.ndarray]
-
-
-def _row_limit(metric: str) -> float:
-    """The largest |component| a loaded row may have: a cosine row is unit length (1, with room for
-    rounding); an inner-product row's norm is at most 1e18 (what add() takes), so each component is
-    (the norm itself is checked by _check_ip_norms)."""
-    return 1.0001 if metric == "cosine" else _IP_MAX_NORM
-
-
-def _check_ip_norms(vec: np.ndarray, aux: Optional[np.ndarray], what: str, why: str, slack: float = 0.0,
-                    chunk: int = 8192) -> None:
-    """Inner-product rows (added, queried or loaded; int8 codes with their ``aux`` scales): L2 norm at most
-    1e18 * (1 + slack), so that |q . r| <= |q| |r| (and every partial sum) stays far below float32's
-    maximum, where an overflow to inf would outrank every finite score. In chunks of rows (bounded
-    memory); ``ValueError("<what> row <r> has L2 norm ..., above 1e18: <why>")``."""
-    for start in range(0, vec.shape[0], chunk):
-        block = vec[start:start + chunk]
-        if aux is None:
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-        else:  # int8 codes times their row's scale
-            sq = np.einsum("ij,ij->i", block, block, dtype=np.int64)
-            norms = np.sqrt(sq.astype(np.float64)) * aux[start:start + chunk, 0].astype(np.float64)
-        bad = ~(norms <= _IP_MAX_NORM * (1 + slack))
-        if bad.any():
-            r = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{what} row {start + r} has L2 norm {norms[r]:.3g}, above {_IP_MAX_NORM:g}: {why}")
-
-
-def _f16_bits_below(limit: float) -> int:
-    """The bits of the largest float16 <= limit (65504 at most)."""
-    h = np.float16(min(limit, _F16_MAX))
-    if float(h) > limit:
-        h = np.nextafter(h, np.float16(0))
-    return int(np.array(h).view(np.uint16))
-
-
-def _check_prefilter(prefilter: Optional[str], dtype: str, device: str) -> None:
-    if prefilter is None:
-        return
-    if prefilter != "int8":
-        raise ValueError(f"prefilter must be None or 'int8', got {prefilter!r}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"prefilter='int8' is for float32 or float16 rows, not dtype={dtype!r}")
-    if device == "cuda":
-        raise ValueError("prefilter='int8' is a CPU feature: use device='cpu' (or 'auto')")
 
 
 class DenseIndex:
@@ -302,13 +189,14 @@ class DenseIndex:
 
     # ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        """Number of live (not deleted) vectors."""
+        """Number of live (not deleted) vectors: the documents a search can return."""
         v = self._view
         return v.n - v.n_deleted
 
     @property
     def ntotal(self) -> int:
-        """Rows stored, deleted ones included (row indices run from 0 to ntotal - 1)."""
+        """Rows stored, deleted ones included: row indices (``Hits.indices``) run from 0 to ntotal - 1,
+        and a ``filter`` mask has this length. Equal to ``len(index)`` until rows are deleted."""
         return self._view.n
 
     @property
@@ -512,16 +400,28 @@ class DenseIndex:
         return int(len(rows_arr))
 
     # ----------------------------------------------------------------------------------------
-    def search(self, queries: Any, k: int = 10, *, threads: Optional[int] = None) -> Hits:
-        """Top-k rows for one query (dim,) or a batch (nq, dim) of float vectors.
+    def search(self, queries: Any, k: int = 10, *, threads: Optional[int] = None, filter: Any = None) -> Hits:
+        """Top-k rows for one query (dim,) or a batch (nq, dim) of float vectors (the
+        :class:`~ragcore.Retriever` protocol).
 
         Parameters
         ----------
+        queries : array of float, shape (dim,) or (nq, dim)
+            float32 (float16 / float64 are converted), C-contiguous, finite; on a GPU index also a CuPy
+            (``__cuda_array_interface__``) float32 array.
         k : int, default 10
             Results per query, capped at the number of live rows (at least 1): an index of 5 live rows
             gives 5 columns for ``k=10``; an empty one pads with index -1 and score -inf.
         threads : int, optional
             CPU threads (default: all cores). One query is split over the rows; a batch over queries.
+            Results do not depend on it (a GPU index validates and ignores it).
+        filter : bool mask of length ``ntotal``, or iterable of ids, optional
+            Restrict the candidates before top-k, as deleted rows are: the result is the unfiltered
+            ranking restricted to the allowed rows. A numpy bool array or a list of bool over the rows
+            stored (``ntotal``, deleted ones included: row indices are what ``Hits.indices`` holds), or
+            the allowed ids (the caller's ids, or row indices when the index has none). An id the
+            index never held raises ``ValueError``; a deleted row's id is accepted and matches nothing.
+            See :class:`~ragcore.Retriever` for every rule.
 
         Returns
         -------
@@ -529,48 +429,62 @@ class DenseIndex:
             ``indices`` (row numbers, int64) and ``scores`` (float32) of shape (nq, min(k, live rows)), best first,
             ties to the lower row; ``ids`` when the index has ids. On a GPU index, CuPy (or any
             ``__cuda_array_interface__``) queries give CuPy results without a host round trip.
+
+        Examples
+        --------
+        >>> import numpy as np, ragcore as rc
+        >>> index = rc.DenseIndex(dim=2, device="cpu").add(np.eye(2, dtype=np.float32), ids=["x", "y"])
+        >>> q = np.array([1, 0.5], dtype=np.float32)
+        >>> index.search(q, k=2).ids.tolist(), index.search(q, k=2, filter=["y"]).ids.tolist()
+        ([['x', 'y']], [['y', None]])
         """
         k = _check_k(k)
         nt = _ALL_THREADS if threads is None else _threads(threads)
-        v = self._view  # one snapshot from start to end
-        k = min(k, max(v.n - v.n_deleted, 1))  # capped at the live rows: k=10**9 must not allocate 12 GB
         if self._store is not None:
             with self._lock:  # the GPU store changes in place: searches and writes take turns
-                return self._search_cuda(queries, k)
+                v = self._view
+                skip = None if filter is None else ~self._allowed(v, filter)
+                return self._search_cuda(queries, min(k, max(v.n - v.n_deleted, 1)), skip)
+        v = self._view  # one snapshot from start to end
+        k = min(k, max(v.n - v.n_deleted, 1))  # capped at the live rows: k=10**9 must not allocate 12 GB
+        if filter is not None:  # the kernels skip the rows of the deleted mask: add the ones not allowed
+            skip = ~self._allowed(v, filter)
+            if v.deleted is not None:
+                np.logical_or(skip, v.deleted, out=skip)
+            v = v._replace(deleted=skip)
         q = self._prepare(queries, "queries")
         idx, scores = _core.dense_search(v.data, v.aux, v.deleted, q, k, nt, 0, v.pre, v.pre_aux)
         return Hits(idx, scores, v.ids)
 
-    def _search_cuda(self, queries: Any, k: int) -> Hits:
+    def _allowed(self, v: _View, filter: Any) -> np.ndarray:
+        """The rows of view ``v`` that ``filter`` allows: bool (v.n,)."""
+        return allowed_mask(filter, v.n, v.ids, self._id_pos)
+
+    def _id_pos(self) -> Dict[Any, int]:
+        """id -> row (rows added after a search's view are past its ``n``: unknown to it)."""
+        rows = self._id_rows
+        if rows is None:
+            with self._lock:  # built from _ids and _n, which writers change together under the lock
+                rows = self._id_map()
+        return rows
+
+    def _search_cuda(self, queries: Any, k: int, skip: Optional[np.ndarray]) -> Hits:
+        """Search the GPU store (holding the lock); ``skip``: bool (rows,) left out besides the deleted."""
         if k > 1024:
             raise ValueError(f"k must be <= 1024 on the GPU, got {k}")
+        extra = {} if skip is None else {"skip": skip.view(np.uint8)}  # unfiltered: the store's plain call
         if _is_cuda_array(queries):
-            import cupy as cp  # a CUDA array without CuPy installed is the caller's own: ask for CuPy
+            q = _cuda_queries(queries, self.dim, self.metric)
+            import cupy as cp
 
-            q = cp.asarray(queries)
-            if q.dtype != cp.float32:
-                raise TypeError(f"queries have dtype {q.dtype}, expected float32")
-            if q.ndim == 1:
-                q = q.reshape(1, -1)
-            if q.ndim != 2 or q.shape[1] != self.dim:
-                raise ValueError(f"queries must have shape (nq, {self.dim}), got {tuple(q.shape)}")
-            if not q.flags.c_contiguous:
-                raise ValueError("queries are not C-contiguous: pass cupy.ascontiguousarray(...)")
-            if not bool(cp.isfinite(q).all()):
-                raise ValueError("queries have NaN or infinite values")
-            if self.metric == "cosine":
-                norms = cp.linalg.norm(q, axis=1, keepdims=True)
-                if not bool((norms > 0).all()):
-                    raise ValueError("a query has zero norm: its cosine is undefined")
-                q = cp.ascontiguousarray(q / norms, dtype=cp.float32)
             nq = q.shape[0]
             idx = cp.empty((nq, k), cp.int64)
             scores = cp.empty((nq, k), cp.float32)
             stream = cp.cuda.get_current_stream().ptr
-            self._store.search_device(q.data.ptr, nq, k, idx.data.ptr, scores.data.ptr, stream)
+            self._store.search_device(q.data.ptr, nq, k, idx.data.ptr, scores.data.ptr, stream, **extra)
             return Hits(idx, scores, self.ids)
         q = self._prepare(queries, "queries")
-        idx, scores = self._store.search(q, k)
+        idx, scores = self._store.search(q, k, **extra)
         return Hits(idx, scores, self.ids)
 
     # ----------------------------------------------------------------------------------------
@@ -590,36 +504,8 @@ class DenseIndex:
         with self._lock:
             v, prefilter = self._view, self.prefilter
             host = self._store.to_host() if self._store is not None else None
-        if host is not None:
-            dtype, aux = self.dtype, None  # float32 rows, exact in the store's dtype
-            if dtype == "bfloat16":  # the upper halves of the float32 bits, which bfloat16 holds exactly
-                data = (host.view(np.uint32) >> 16).astype(np.uint16)
-            else:
-                data = host.astype(np.float16) if dtype == "float16" else host
-        else:
-            data, aux, dtype = v.data, v.aux, self.dtype
-        arrays = {"vectors": np.asarray(data)}
-        if aux is not None:
-            arrays["aux"] = np.asarray(aux)
-        if v.pre is not None:
-            arrays["pre_codes"], arrays["pre_aux"] = np.asarray(v.pre), np.asarray(v.pre_aux)
-        if v.deleted is not None:
-            arrays["deleted"] = np.asarray(v.deleted)
-        try:
-            json.dumps(self.info)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"index.info must be JSON-serialisable: {e}") from None
-        meta = {"dim": self.dim, "metric": self.metric, "dtype": dtype, "n": v.n, "ids": None,
-                "info": self.info, "prefilter": prefilter}
-        if v.ids is not None:
-            if v.ids.dtype == object:
-                data_s, offsets = storage.encode_strings(v.ids.tolist())
-                arrays["ids_data"], arrays["ids_offsets"] = data_s, offsets
-                meta["ids"] = "str"
-            else:
-                arrays["ids_int"] = np.asarray(v.ids)
-                meta["ids"] = "int"
-        storage.save_index(path, _KIND, meta, arrays)
+        _dense_io.save(path, dim=self.dim, metric=self.metric, dtype=self.dtype, view=v, prefilter=prefilter,
+                       host=host, info=self.info)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True,
@@ -628,70 +514,28 @@ class DenseIndex:
         ``add`` copies them into memory first). ``device`` as in the constructor; ``"auto"`` keeps an
         index with an int8 prefilter on the CPU, and ``device="cuda"`` loads its float rows only. A
         bfloat16 index (saved from the GPU) loads on the CPU as float32, exactly."""
-        manifest, arrays = storage.load_index(path, kind=_KIND, mmap=mmap, verify=verify)
-        try:
-            meta = manifest["meta"]
-            dim, n, dtype = int(meta["dim"]), int(meta["n"]), meta["dtype"]
-            prefilter = meta.get("prefilter")
-            if device == "auto":
-                device = "cpu" if dtype == "int8" or prefilter or not cuda_available() else "cuda"
-            # bfloat16 rows (saved from the GPU) load on the CPU as float32, exactly
-            obj = cls(dim, metric=meta["metric"], dtype="float32" if dtype == "bfloat16" and device == "cpu" else dtype,
-                      device=device)
-            if obj.device == "cuda":  # the GPU scans the float rows (the codes are a CPU scan's shortcut)
-                prefilter = None
-            _check_prefilter(prefilter, dtype, obj.device)
-            pre, pre_aux = arrays.get("pre_codes"), arrays.get("pre_aux")
-            if prefilter is not None and (pre is None or pre.dtype != np.int8 or pre.shape != (n, dim)
-                                          or pre_aux is None or pre_aux.dtype != np.float32
-                                          or pre_aux.shape != (n, 4)):
-                raise ValueError(f"an int8 prefilter without its (n, {dim}) int8 codes and (n, 4) float32 aux")
-            vec = arrays["vectors"]
-            want = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "bfloat16": np.uint16}[dtype]
-            if vec.dtype != want or vec.shape != (n, dim):
-                raise ValueError(f"vectors have dtype {vec.dtype} and shape {vec.shape}, expected "
-                                 f"{np.dtype(want)} and {(n, dim)}")
-            if dtype == "bfloat16":
-                vec = (vec.astype(np.uint32) << 16).view(np.float32)
-            aux = arrays.get("aux")
-            if dtype == "int8" and (aux is None or aux.shape != (n, 2) or aux.dtype != np.float32):
-                raise ValueError("int8 vectors without their (n, 2) float32 scales")
-            dele = arrays.get("deleted")
-            if dele is not None and (dele.shape != (n,) or dele.dtype != np.uint8):
-                raise ValueError("the deleted mask must be uint8 (n,)")
-            limit = _row_limit(meta["metric"])
-            _core.dense_validate(vec, aux, *((pre, pre_aux) if prefilter is not None else (None, None)),
-                                 max_abs=limit, max_abs_f16=_f16_bits_below(limit))  # finite, bounded rows, ...
-            if meta["metric"] == "ip" and dtype != "float16":  # float16 rows: |x| <= 65504 keeps norms far below
-                _check_ip_norms(vec, aux, "corrupt index: vectors", "metric='ip': add() refuses such rows",
-                                slack=1e-6)  # int8 rows: their dequantised norm is rounded
-            ids = None
-            if meta["ids"] == "str":
-                ids = np.empty(n, dtype=object)
-                ids[:] = storage.decode_strings(arrays["ids_data"], arrays["ids_offsets"])
-            elif meta["ids"] == "int":
-                ids = np.asarray(arrays["ids_int"])
-                if ids.shape != (n,):
-                    raise ValueError(f"ids_int has shape {ids.shape}, expected ({n},)")
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{os.fspath(path)!r} is not a valid dense index: {e}") from e
-        if obj._store is not None:
-            obj._store.add(np.ascontiguousarray(vec, dtype=np.float32))
+        return _dense_io.load(cls, path, mmap=mmap, verify=verify, device=device, cuda_available=cuda_available)
+
+    def _adopt(self, vec: np.ndarray, aux: Optional[np.ndarray], pre: Optional[tuple], ids: Optional[np.ndarray],
+               dele: Optional[np.ndarray], info: Dict[str, Any]) -> None:
+        """Take the checked arrays of a loaded index (this index is new and empty): rows, int8 scales,
+        (prefilter codes, aux) or None, ids, the deleted mask, info."""
+        if self._store is not None:
+            self._store.add(np.ascontiguousarray(vec, dtype=np.float32))
         else:
-            obj._data = vec
-            obj._aux = aux
-            if prefilter is not None:
-                obj._pre, obj._pre_aux, obj.prefilter = pre, pre_aux, prefilter
-        obj._n = n
-        obj._ids = ids
-        obj.info = dict(meta.get("info") or {})
+            self._data, self._aux = vec, aux
+            if pre is not None:
+                self._pre, self._pre_aux = pre
+                self.prefilter = "int8"
+        self._n = vec.shape[0]
+        self._ids = ids
+        self.info = info
         if dele is not None:
-            obj._deleted = dele if obj._store is None else np.array(dele)
-            obj._n_deleted = int(np.count_nonzero(dele))
-            if obj._store is not None and obj._n_deleted:
-                obj._store.set_deleted(np.flatnonzero(dele).astype(np.int64))
-        obj._publish()
-        return obj
+            self._deleted = dele if self._store is None else np.array(dele)
+            self._n_deleted = int(np.count_nonzero(dele))
+            if self._store is not None and self._n_deleted:
+                self._store.set_deleted(np.flatnonzero(dele).astype(np.int64))
+        self._publish()
 
 
 def load(path: Union[str, os.PathLike], *, mmap: bool = True, verify: bool = True, device: str = "auto") -> DenseIndex:

@@ -8,8 +8,9 @@
 * :class:`DenseRetriever` wraps a dense index and a text encoder so that dense search takes text queries,
   like the sparse retrievers; it plugs into :class:`Hybrid`.
 
-Any object with ``search(queries, k)`` returning :class:`~ragcore.Hits` is a retriever. Documents are
-identified by their index, so all the retrievers fused must index the same corpus in the same order.
+A retriever is what :class:`~ragcore.Retriever` states: ``search(queries, k=10, *, threads=None,
+filter=None)`` returning :class:`~ragcore.Hits`, and ``len()``; both classes here are retrievers. Documents
+are identified by their index, so all the retrievers fused must index the same corpus in the same order.
 
 Example
 -------
@@ -30,6 +31,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 import numpy as np
 
 from .._validate import check_int as _check_int
+from .._validate import threads as _threads
 from .hits import Hits
 
 __all__ = ["Hybrid", "DenseRetriever", "fuse", "FUSIONS", "NORMALIZATIONS"]
@@ -296,9 +298,11 @@ class Hybrid:
     Parameters
     ----------
     retrievers : sequence of retrievers
-        Objects with ``search(queries, k)`` returning :class:`~ragcore.Hits` (``rc.BM25``, ``rc.TfIdf``,
-        :class:`DenseRetriever`, another ``Hybrid``, ...). All must index the same corpus in the same
-        order: documents are matched by index (and their ids checked when the hits carry ids).
+        :class:`~ragcore.Retriever` objects (``rc.BM25``, ``rc.TfIdf``, :class:`DenseRetriever`, another
+        ``Hybrid``, ...); any object with ``search(queries, k)`` returning :class:`~ragcore.Hits` is taken
+        (it then needs the ``threads`` / ``filter`` keywords only when a search passes them). All must
+        index the same corpus in the same order: documents are matched by index (and their ids checked
+        when the hits carry ids).
     fusion : {"rrf", "weighted"}, default "rrf"
         See :func:`fuse`. RRF needs no score calibration and is the robust default.
     weights : sequence of float, optional
@@ -343,8 +347,8 @@ class Hybrid:
         self.depth = _check_int("depth", depth, 1)
         self.normalization = _check_choice("normalization", normalization, NORMALIZATIONS)
 
-    def search(self, queries: Any, k: int = 10) -> Hits:
-        """Top-k fused documents for one query or a batch.
+    def search(self, queries: Any, k: int = 10, *, threads: Optional[int] = None, filter: Any = None) -> Hits:
+        """Top-k fused documents for one query or a batch (the :class:`~ragcore.Retriever` protocol).
 
         Parameters
         ----------
@@ -352,19 +356,39 @@ class Hybrid:
             Passed unchanged to every retriever (so each must accept them: text queries for a mix of
             sparse and :class:`DenseRetriever`).
         k : int, default 10
+        threads : int, optional
+            Passed to each retriever (None: each uses every core); validated here first.
+        filter : bool mask or iterable of ids, optional
+            Passed to each retriever, which restricts its ranking before its top ``max(depth, k)``; the
+            filtered lists are then fused (see :class:`~ragcore.Retriever` for the forms and rules).
 
         Returns
         -------
         Hits
             Fused scores (float32), best first, ties by the lower index, ``-1`` / ``-inf`` padding when
             fewer than ``k`` documents were retrieved; the ids of the first retriever whose hits carry ids.
+
+        Examples
+        --------
+        >>> import ragcore as rc
+        >>> docs = ["red fox", "red dog", "blue fox"]
+        >>> hybrid = rc.Hybrid([rc.BM25().index(docs), rc.TfIdf().index(docs)])
+        >>> hybrid.search("red fox", k=3, filter=[1, 2], threads=1).indices.tolist()
+        [[1, 2, -1]]
         """
         k = _check_int("k", k, 1)
+        if threads is not None:
+            _threads(threads)
         depth = max(self.depth, k)
-        hits = [_as_hits(r.search(queries, k=depth), i) for i, r in enumerate(self.retrievers)]
+        kw = {name: v for name, v in (("threads", threads), ("filter", filter)) if v is not None}
+        hits = [_as_hits(r.search(queries, k=depth, **kw), i) for i, r in enumerate(self.retrievers)]
         k = max(1, min(k, sum(h.indices.shape[1] for h in hits)))  # no more columns than candidates
         return fuse(hits, k, fusion=self.fusion, weights=self.weights, rrf_k=self.rrf_k,
                     normalization=self.normalization)
+
+    def __len__(self) -> int:
+        """Number of documents: that of the first retriever (all index the same corpus)."""
+        return len(self.retrievers[0])
 
     def __repr__(self) -> str:
         parts = ", ".join(type(r).__name__ for r in self.retrievers)
@@ -401,8 +425,9 @@ class DenseRetriever:
     Parameters
     ----------
     index : dense index
-        Anything with ``search(vectors, k, **kw)`` returning :class:`~ragcore.Hits` (and ``add(vectors,
-        ids=None)`` for :meth:`index`), such as ``rc.DenseIndex``.
+        ``rc.DenseIndex``, or anything with ``search(vectors, k)`` returning :class:`~ragcore.Hits` (and
+        ``add(vectors, ids=None)`` for :meth:`index`, ``len()`` for ``len(retriever)``; the ``threads`` /
+        ``filter`` keywords are passed only when a search gives them).
     encoder : text encoder
         Anything with ``encode(list_of_str, batch_size=...)`` returning float32 ``(n, dim)``, such as
         ``rc.Encoder``; its vectors must match those the index holds.
@@ -436,14 +461,51 @@ class DenseRetriever:
         self.encoder = encoder
         self.batch_size = _check_int("batch_size", batch_size, 1)
 
-    def search(self, queries: Any, k: int = 10, **kw: Any) -> Hits:
-        """Encode the queries (str or list of str) and return ``index.search(vectors, k, **kw)``."""
+    def search(self, queries: Any, k: int = 10, *, threads: Optional[int] = None, filter: Any = None) -> Hits:
+        """Encode the queries, then search the index (the :class:`~ragcore.Retriever` protocol).
+
+        Parameters
+        ----------
+        queries : str or list of str
+        k : int, default 10
+        threads, filter : optional
+            Passed to ``index.search`` when given (``threads`` validated here first); ``filter`` is
+            read against the index's ids or rows (see :class:`~ragcore.Retriever`).
+
+        Returns
+        -------
+        Hits
+            ``index.search(vectors, k, threads=threads, filter=filter)``; for no query, (0, k) results
+            (the index still checks ``k`` and ``filter`` when it has a ``dim``).
+
+        Examples
+        --------
+        >>> import numpy as np, ragcore as rc
+        >>> class Letters:                               # a toy encoder: counts of a, b, c
+        ...     def encode(self, texts, batch_size=64):
+        ...         return np.array([[t.count(c) + 0.1 for c in "abc"] for t in texts], np.float32)
+        >>> dense = rc.DenseRetriever(rc.DenseIndex(3, device="cpu"), Letters()).index(["aa", "bb", "ab"])
+        >>> dense.search("a", k=2).indices.tolist(), dense.search("a", k=2, filter=[1, 2]).indices.tolist()
+        ([[0, 2]], [[2, 1]])
+        """
         k = _check_int("k", k, 1)
+        if threads is not None:
+            _threads(threads)
         texts = _texts(queries, "queries")
-        if not texts:
+        kw = {name: v for name, v in (("threads", threads), ("filter", filter)) if v is not None}
+        dim = getattr(self.dense_index, "dim", None)
+        if texts:
+            vecs = _encode(self.encoder, texts, self.batch_size)
+        elif isinstance(dim, int):  # no query: the index still checks k and the filter
+            vecs = np.empty((0, dim), np.float32)
+        else:
             table = getattr(self.dense_index, "ids", None)
             return Hits(np.empty((0, k), np.int64), np.empty((0, k), np.float32), table)
-        return self.dense_index.search(_encode(self.encoder, texts, self.batch_size), k, **kw)
+        return self.dense_index.search(vecs, k, **kw)
+
+    def __len__(self) -> int:
+        """Number of (live) documents of the index."""
+        return len(self.dense_index)
 
     def index(self, texts: Iterable[str], ids: Optional[Sequence] = None, *, batch_size: Optional[int] = None,
               progress: bool = False) -> "DenseRetriever":

@@ -13,10 +13,12 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from .. import _core
+from .._deprecation import deprecated_property, renamed_keywords
 from .._validate import MAX_THREADS  # noqa: F401  (re-exported: ragcore.retrieval.sparse.MAX_THREADS)
 from .._validate import ALL_THREADS as _ALL_THREADS, check_ids as _check_ids, check_k as _check_k
 from .._validate import threads as _threads
 from ..io import storage
+from ._filter import allowed_mask
 from .analysis import Analyzer
 from .hits import Hits
 
@@ -91,8 +93,9 @@ class _SparseRetriever:
         raise NotImplementedError
 
     # -- indexing -----------------------------------------------------------------------------
+    @renamed_keywords(show_progress="progress")
     def index(self, corpus: Iterable[Union[str, bytes, Sequence[str]]], ids: Optional[Sequence] = None, *,
-              threads: Optional[int] = None, batch_size: int = 4096, show_progress: bool = False):
+              threads: Optional[int] = None, batch_size: int = 4096, progress: bool = False):
         """Index a corpus, replacing any previous index (kept intact if this raises).
 
         Parameters
@@ -106,8 +109,8 @@ class _SparseRetriever:
         threads : int, optional
             Threads for analysis and index construction (default: all cores).
         batch_size : int, default 4096
-        show_progress : bool, default False
-            Show a tqdm progress bar (documents indexed).
+        progress : bool, default False
+            Show a tqdm progress bar (documents indexed). ``show_progress=`` is a deprecated alias.
 
         Returns
         -------
@@ -124,7 +127,7 @@ class _SparseRetriever:
         analyzer = self.analyzer
         builder = _core.SparseBuilder(analyzer._core, analyzer.stems)
         bar = None
-        if show_progress:
+        if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(corpus) if hasattr(corpus, "__len__") else None, unit="doc", desc="indexing")
@@ -178,12 +181,10 @@ class _SparseRetriever:
         return st
 
     def __len__(self) -> int:
+        """Number of indexed documents (0 before :meth:`index`); a filter mask has this length."""
         return self._state.n_docs
 
-    @property
-    def n_docs(self) -> int:
-        """Number of indexed documents."""
-        return len(self)
+    n_docs = deprecated_property("n_docs", "len(retriever)", len)
 
     @property
     def vocabulary_size(self) -> int:
@@ -193,33 +194,10 @@ class _SparseRetriever:
 
     @staticmethod
     def _mask(st: _State, filter: Any) -> np.ndarray:
-        n = st.n_docs
-        if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
-            if filter.shape != (n,):
-                raise ValueError(f"filter mask must have shape ({n},), got {filter.shape}")
-            return np.ascontiguousarray(filter)  # the one documented copy, for non-contiguous masks
-        if isinstance(filter, (str, bytes)) or not hasattr(filter, "__iter__"):
-            raise TypeError(f"filter must be a bool array or a sequence of ids, got {type(filter).__name__}")
-        mask = np.zeros(n, dtype=np.bool_)
-        if st.ids is not None:
-            pos = st.id_pos()
-            for i in filter:
-                j = pos.get(i.item() if isinstance(i, np.generic) else i)
-                if j is None:
-                    raise ValueError(f"filter names unknown id {i!r}")
-                mask[j] = True
-        else:
-            idx = np.asarray(list(filter) if not isinstance(filter, np.ndarray) else filter)
-            if idx.size and idx.dtype.kind not in "iu":
-                raise TypeError(f"filter ids must be document indices (int) when no ids were given, got {idx.dtype}")
-            if idx.size and (idx.min() < 0 or idx.max() >= n):
-                bad = idx[(idx < 0) | (idx >= n)][0]
-                raise ValueError(f"filter names document {bad}, outside [0, {n})")
-            mask[idx.astype(np.int64)] = True
-        return mask
+        return allowed_mask(filter, st.n_docs, st.ids, st.id_pos)
 
     def search(self, queries: Queries, k: int = 10, *, threads: Optional[int] = None, filter: Any = None) -> Hits:
-        """Top-k documents for one query or a batch.
+        """Top-k documents for one query or a batch (the :class:`~ragcore.Retriever` protocol).
 
         Parameters
         ----------
@@ -227,18 +205,29 @@ class _SparseRetriever:
             One query text, a batch of texts, or a batch of pre-tokenized queries (taken as-is).
         k : int, default 10
             Results per query, capped at the number of documents: ``k`` larger than the corpus gives
-            ``n_docs`` columns; -1 pads where fewer documents match.
+            ``len(self)`` columns; -1 pads where fewer documents match.
         threads : int, optional
             Threads over queries: None = all cores, 1 = the calling thread only.
-        filter : bool array of shape (n_docs,) or sequence of ids, optional
-            Restrict the candidates before top-k: a mask, or the allowed ids (the caller's ids when
-            ids were given at indexing, document indices otherwise).
+        filter : bool mask of length ``len(self)``, or iterable of ids, optional
+            Restrict the candidates before top-k: the result is the unfiltered ranking restricted to
+            the allowed documents. A numpy bool array or a list of bool, or the allowed ids (the
+            caller's ids when ids were given at indexing, document indices otherwise; an id the index
+            does not hold raises ``ValueError``). See :class:`~ragcore.Retriever` for every rule.
 
         Returns
         -------
         Hits
-            ``indices`` int64 and ``scores`` float32 of shape (n_queries, min(k, n_docs)), best first;
+            ``indices`` int64 and ``scores`` float32 of shape (n_queries, min(k, len(self))), best first;
             ties go to the lower document index; only documents containing a query term are returned.
+
+        Examples
+        --------
+        >>> import ragcore as rc
+        >>> bm25 = rc.BM25().index(["red fox", "red dog", "blue fox"], ids=["a", "b", "c"])
+        >>> bm25.search("red fox", k=2).ids.tolist()
+        [['a', 'b']]
+        >>> bm25.search("red fox", k=2, filter=["b", "c"]).ids.tolist()
+        [['b', 'c']]
         """
         st = self._state  # one snapshot from start to end
         index = st.index

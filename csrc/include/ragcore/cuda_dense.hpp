@@ -57,15 +57,19 @@ class DenseStore {
   void set_deleted(const int64_t* indices, int64_t m);
 
   /// Exact top-k: host float32 queries (nq, dim) -> host int64 indices (nq, k) and float32 scores
-  /// (nq, k), best first. 1 <= k <= kMaxK. Synchronous.
-  void search(const float* queries, int64_t nq, int64_t k, int64_t* indices, float* scores);
+  /// (nq, k), best first. 1 <= k <= kMaxK. Synchronous. `skip` (optional): host uint8 (skip_len,),
+  /// skip_len == size(), nonzero = leave the row out of this search too (a filter; the tombstoned
+  /// rows are left out regardless).
+  void search(const float* queries, int64_t nq, int64_t k, int64_t* indices, float* scores,
+              const uint8_t* skip = nullptr, int64_t skip_len = 0);
 
   /// As search(), with device pointers: queries float32 (nq, dim), indices int64 (nq, k), scores
   /// float32 (nq, k), all row-major on this store's device. Enqueued on `stream` (a cudaStream_t
   /// given as an integer; 0 = the legacy default stream) and asynchronous: the outputs are ready
-  /// when that stream reaches this point. Ordered after every earlier call on this store.
+  /// when that stream reaches this point. Ordered after every earlier call on this store. `skip` as
+  /// in search() (still host memory: copied before this returns, which waits for `stream`).
   void search_device(const float* queries, int64_t nq, int64_t k, int64_t* indices, float* scores,
-                     std::uintptr_t stream);
+                     std::uintptr_t stream, const uint8_t* skip = nullptr, int64_t skip_len = 0);
 
   /// Copy the first min(rows, size()) rows back as float32 into host `out` (rows, dim); returns
   /// the number of rows written.
