@@ -536,7 +536,7 @@ class DenseIndex:
             with self._lock:  # the GPU store changes in place: searches and writes take turns
                 return self._search_cuda(queries, k)
         q = self._prepare(queries, "queries")
-        idx, scores = _core.dense_search(v.data, v.aux, v.deleted, q, k, nt, 0, v.pre, v.pre_aux)
+        idx, scores = _core.dense_search(v.data, v.aux, v.deleted, q, k, nt, v.pre, v.pre_aux)
         return Hits(idx, scores, v.ids)
 
     def _search_cuda(self, queries: Any, k: int) -> Hits:
