@@ -64,7 +64,7 @@ def read_bandwidth(threads, nbytes=1 << 30, repeats=5):
     from ragcore import _core
 
     a = np.ones(nbytes // 8, np.uint64)
-    t, _ = median_time(lambda: _core.read_probe(a, threads), repeats)
+    t, _ = median_time(lambda: _core._testing.read_probe(a, threads), repeats)
     return nbytes / t / 1e9
 
 
@@ -158,7 +158,7 @@ class ReadProbe:
     def search(self, q, k, threads):
         from ragcore import _core
 
-        _core.read_probe(self.x, threads)
+        _core._testing.read_probe(self.x, threads)
         return None, None
 
 
@@ -450,7 +450,7 @@ def main():
     if args.isa != "auto":
         from ragcore import _core
 
-        _core.dense_set_isa(args.isa)
+        _core._testing.dense_set_isa(args.isa)
     if args.quick:
         args.sizes, args.repeats, args.single_queries, args.batch = "20000", 2, 10, 200
     all_threads = len(os.sched_getaffinity(0))

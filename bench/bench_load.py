@@ -7,7 +7,7 @@ from a Zipf(1) vocabulary of ``--vocab`` words, indexes and saves it, then measu
 - ``load``: ``BM25.load(path, mmap=True, verify=False)`` (what the always-on validation adds to);
 - ``load (baseline)``: the same with another ragcore tree (``--baseline DIR``, e.g. a copy of the tree
   before the validation), in a subprocess;
-- ``validation``: ``ragcore._core.validate_sparse_arrays`` alone over the mapped arrays;
+- ``validation``: ``ragcore._core._testing.validate_sparse_arrays`` alone over the mapped arrays;
 - ``read``: reading every byte of the index's files with ``numpy.fromfile`` (warm: from the page cache);
 - ``load verify=True``: ``BM25.load(path, mmap=True, verify=True)`` (CRC-32 of every file).
 
@@ -131,8 +131,9 @@ def main() -> None:
             f"tree {args.baseline}")
     here = str(Path(rc.__file__).resolve().parents[1])
     row("load mmap, verify=False", load_in(here, path, args.repeats), "validation included")
-    row("validation alone", timed(lambda: _core.validate_sparse_arrays(arrays, meta["n_docs"], meta["params"]["method"],
-                                                                       threads), args.repeats),
+    validate = _core._testing.validate_sparse_arrays
+    row("validation alone", timed(lambda: validate(arrays, meta["n_docs"], meta["params"]["method"], threads),
+                                  args.repeats),
         f"{threads} threads")
     row("read every byte (np.fromfile, warm)", timed(lambda: [np.fromfile(p, np.uint8) for p in files], args.repeats),
         "page cache -> memory")

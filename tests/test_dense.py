@@ -8,14 +8,14 @@ from hypothesis import given, settings, strategies as st
 import ragcore as rc
 from ragcore import _core
 
-ISAS = _core.dense_isas()  # every kernel set this CPU runs (avx512, avx2, scalar)
+ISAS = _core._testing.dense_isas()  # every kernel set this CPU runs (avx512, avx2, scalar)
 
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    _core.dense_set_isa(request.param)
+    _core._testing.dense_set_isa(request.param)
     yield request.param
-    _core.dense_set_isa("auto")
+    _core._testing.dense_set_isa("auto")
 
 
 def unit(rng, n, dim):
@@ -78,7 +78,7 @@ def test_paths_threads_deletes(isa, dtype, path, threads):
     data = index._data[:n]
     aux = None if index._aux is None else index._aux[:n]
     for k in (1, 17, 300):
-        idx, sc = _core.dense_search(data, aux, index._deleted[:n], q, k, threads, path)
+        idx, sc = _core._testing.dense_search_path(data, aux, index._deleted[:n], q, k, threads, path)
         check(rc.Hits(idx, sc), rows, q, k, deleted=dele, atol=2e-5)
 
 
@@ -124,11 +124,11 @@ def test_near_duplicates_are_ordered_exactly(isa, dtype, metric):
 
 
 def test_amx_isa_errors_and_listing():
-    isas = _core.dense_isas()
+    isas = _core._testing.dense_isas()
     assert isas[-1] == "scalar" and len(set(isas)) == len(isas)
     if "amx" not in isas:
         with pytest.raises(ValueError, match="AMX|x86"):
-            _core.dense_set_isa("amx")
+            _core._testing.dense_set_isa("amx")
 
 
 def test_cosine_normalises_and_ip_does_not():
@@ -287,7 +287,19 @@ def test_empty_index_and_k_capped_at_live_rows():
 
 def test_isa_switch_errors():
     with pytest.raises(ValueError, match="unknown instruction set"):
-        _core.dense_set_isa("avx9")
+        _core._testing.dense_set_isa("avx9")
+
+
+def test_testing_knobs_are_private():
+    # the forced path, the instruction-set override and the probes live in _core._testing only; which set
+    # runs (dense_isa) stays public
+    for name in ("dense_search_path", "dense_set_isa", "dense_isas", "read_probe", "validate_sparse_arrays"):
+        assert hasattr(_core._testing, name) and not hasattr(_core, name)
+    assert _core.dense_isa() == _core._testing.dense_isas()[0]
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(TypeError):
+        _core.dense_search(x, None, None, x, 1, 1, path=1)
+    assert _core.dense_search(x, None, None, x, 1)[0].ravel().tolist() == [0, 1, 2, 3]
 
 
 @settings(max_examples=60, deadline=None)

@@ -14,14 +14,14 @@ from ragcore import _core
 
 from test_dense import check, stored, unit
 
-ISAS = _core.dense_isas()
+ISAS = _core._testing.dense_isas()
 
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    _core.dense_set_isa(request.param)
+    _core._testing.dense_set_isa(request.param)
     yield request.param
-    _core.dense_set_isa("auto")
+    _core._testing.dense_set_isa("auto")
 
 
 def pair(x, dtype="float32", metric="cosine"):
@@ -166,11 +166,11 @@ def test_bad_input_is_a_clear_error(tmp_path):
     # the binding checks what it is given
     data, q = index._data[:4], np.eye(4, dtype=np.float32)[:1]
     with pytest.raises(ValueError, match=r"\(4, 4\) float32 aux|\(n, 4\)"):
-        _core.dense_search(data, None, None, q, 1, 1, 0, index._pre[:4], None)
+        _core.dense_search(data, None, None, q, 1, 1, index._pre[:4], None)
     with pytest.raises(ValueError, match=r"C-contiguous \(4, 4\) array"):
-        _core.dense_search(data, None, None, q, 1, 1, 0, index._pre[:3], index._pre_aux[:4])
+        _core.dense_search(data, None, None, q, 1, 1, index._pre[:3], index._pre_aux[:4])
     with pytest.raises(TypeError, match="int8"):
-        _core.dense_search(data, None, None, q, 1, 1, 0, index._pre_aux[:4], index._pre_aux[:4])
+        _core.dense_search(data, None, None, q, 1, 1, index._pre_aux[:4], index._pre_aux[:4])
     # a saved prefilter without its codes is refused on load
     index.save(tmp_path / "d")
     man_path = tmp_path / "d" / "manifest.json"

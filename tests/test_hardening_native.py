@@ -166,7 +166,7 @@ def test_threads_at_the_bindings():
     x = np.eye(4, dtype=np.float32)
     calls = [lambda t: b.add_batch(["a b"], 0, t), lambda t: b.commit_batch(t),
              lambda t: _core.dense_search(x, None, None, x, 1, t),
-             lambda t: _core.dense_prefilter_codes(x, t), lambda t: _core.read_probe(x, t)]
+             lambda t: _core.dense_prefilter_codes(x, t), lambda t: _core._testing.read_probe(x, t)]
     for call in calls:
         for bad in (0, -1, THREADS_CAP + 1, 2**64):
             with pytest.raises(ValueError, match=f"threads must be between 1 and {THREADS_CAP}"):

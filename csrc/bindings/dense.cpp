@@ -1,8 +1,10 @@
-// Bindings of the dense kernels: validation and glue only; the GIL is released around the search.
+// Bindings of the dense kernels: validation and glue only; the GIL is released around the search. The
+// test and benchmark knobs (dense_testing.hpp, private to csrc/src) go to the submodule _core._testing.
 #include <pybind11/stl.h>
 
 #include <cfloat>
 
+#include "../src/dense_testing.hpp"
 #include "common.hpp"
 #include "ragcore/common.hpp"
 #include "ragcore/dense.hpp"
@@ -67,7 +69,8 @@ dense::Collection make_collection(const py::array& data, const py::object& aux, 
 }
 
 // search(data, aux, deleted, queries, k, threads, path, pre, pre_aux)
-//   -> (indices (nq,k) int64, scores (nq,k) float32)
+//   -> (indices (nq,k) int64, scores (nq,k) float32); path: 0 = auto (_core.dense_search), 1 = scan,
+//   2 = blocked (_core._testing.dense_search_path)
 py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::array queries, int k,
                        py::handle threads_obj, int path, py::object pre, py::object pre_aux) {
   const int threads = threads_arg(threads_obj);
@@ -97,19 +100,31 @@ py::tuple dense_search(py::array data, py::object aux, py::object deleted, py::a
   float* ps = sc.mutable_data();
   {
     py::gil_scoped_release release;
-    dense::search_path(c, q, nq, k, threads, path, pi, ps);
+    if (path == 0)
+      dense::search(c, q, nq, k, threads, pi, ps);
+    else
+      dense::testing::search_path(c, q, nq, k, threads, path, pi, ps);
   }
   return py::make_tuple(idx, sc);
 }
 
 }  // namespace
 
-void bind_dense(py::module_& m) {
-  m.def("dense_search", &dense_search, py::arg("data"), py::arg("aux"), py::arg("deleted"), py::arg("queries"),
-        py::arg("k"), py::arg("threads") = 1, py::arg("path") = 0, py::arg("pre") = py::none(),
-        py::arg("pre_aux") = py::none(),
-        "Top-k inner product over (n, dim) float32/float16/int8 rows (optionally with an int8 prefilter: "
-        "codes (n, dim) and aux (n, 4)); see ragcore/dense.hpp.");
+void bind_dense(py::module_& m, py::module_& testing) {
+  m.def(
+      "dense_search",
+      [](py::array data, py::object aux, py::object deleted, py::array queries, int k, py::handle threads,
+         py::object pre, py::object pre_aux) {
+        return dense_search(data, aux, deleted, queries, k, threads, 0, pre, pre_aux);
+      },
+      py::arg("data"), py::arg("aux"), py::arg("deleted"), py::arg("queries"), py::arg("k"), py::arg("threads") = 1,
+      py::arg("pre") = py::none(), py::arg("pre_aux") = py::none(),
+      "Top-k inner product over (n, dim) float32/float16/int8 rows (optionally with an int8 prefilter: "
+      "codes (n, dim) and aux (n, 4)); see ragcore/dense.hpp.");
+  testing.def("dense_search_path", &dense_search, py::arg("data"), py::arg("aux"), py::arg("deleted"),
+              py::arg("queries"), py::arg("k"), py::arg("threads") = 1, py::arg("path") = 0,
+              py::arg("pre") = py::none(), py::arg("pre_aux") = py::none(),
+              "_core.dense_search forcing a path: 0 = auto, 1 = scan, 2 = blocked (tests of both paths).");
   m.def(
       "dense_prefilter_codes",
       [](py::array x, py::handle threads_obj) {
@@ -132,7 +147,7 @@ void bind_dense(py::module_& m) {
       },
       py::arg("rows"), py::arg("threads") = 1,
       "The int8 prefilter (codes (n, dim) int8, aux (n, 4) float32) of float32 rows; see ragcore/dense.hpp.");
-  m.def(
+  testing.def(
       "read_probe",
       [](py::array a, py::handle threads_obj) {
         const int threads = threads_arg(threads_obj);
@@ -140,9 +155,10 @@ void bind_dense(py::module_& m) {
         const void* p = a.data();
         const size_t bytes = static_cast<size_t>(a.nbytes());
         py::gil_scoped_release release;
-        return dense::read_probe(p, bytes, threads);
+        return dense::testing::read_probe(p, bytes, threads);
       },
-      py::arg("array"), py::arg("threads") = 1, "XOR of the array's 8-byte words (a streaming-read probe).");
+      py::arg("array"), py::arg("threads") = 1,
+      "XOR of the array's 8-byte words: a streaming-read probe (the benchmarks' memory-bandwidth reference).");
   m.def(
       "dense_validate",
       [](py::array data, py::object aux, py::object pre, py::object pre_aux, py::object threads_obj, float max_abs,
@@ -160,8 +176,9 @@ void bind_dense(py::module_& m) {
       "Check loaded rows (see ragcore/dense.hpp validate_collection): ValueError 'corrupt index: ...' naming the "
       "first bad row.");
   m.def("dense_isa", &dense::isa, "The instruction set of the dense kernels ('amx', 'avx512', 'avx2' or 'scalar').");
-  m.def("dense_isas", &dense::isas, "The instruction sets this CPU runs, best first.");
-  m.def("dense_set_isa", &dense::set_isa, py::arg("name"), "Force 'auto', 'amx', 'avx512', 'avx2' or 'scalar' (tests).");
+  testing.def("dense_isas", &dense::testing::isas, "The instruction sets this CPU runs, best first.");
+  testing.def("dense_set_isa", &dense::testing::set_isa, py::arg("name"),
+              "Force 'auto', 'amx', 'avx512', 'avx2' or 'scalar' (tests, benchmarks).");
 }
 
 }  // namespace ragcore_py

@@ -90,7 +90,7 @@ py::list str_list_out(const std::vector<std::string>& words) {
 
 }  // namespace
 
-void bind_sparse(py::module_& m) {
+void bind_sparse(py::module_& m, py::module_& testing) {
   py::class_<SparseBuilder>(m, "SparseBuilder")
       .def(py::init([](std::shared_ptr<Analyzer> a, bool stemming) {
              return std::make_unique<SparseBuilder>(std::move(a), stemming);
@@ -172,7 +172,7 @@ void bind_sparse(py::module_& m) {
           py::arg("method"), py::arg("k1"), py::arg("b"), py::arg("delta"), py::arg("sublinear_tf"),
           py::arg("smooth_idf"), py::arg("threads"));
 
-  m.def(
+  testing.def(
       "validate_sparse_arrays",
       [](const py::dict& arrays, size_t n_docs, const std::string& method, py::handle threads_obj) {
         const int threads = threads_arg(threads_obj);

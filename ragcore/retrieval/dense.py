@@ -453,7 +453,7 @@ class DenseIndex:
                 np.logical_or(skip, v.deleted, out=skip)
             v = v._replace(deleted=skip)
         q = self._prepare(queries, "queries")
-        idx, scores = _core.dense_search(v.data, v.aux, v.deleted, q, k, nt, 0, v.pre, v.pre_aux)
+        idx, scores = _core.dense_search(v.data, v.aux, v.deleted, q, k, nt, v.pre, v.pre_aux)
         return Hits(idx, scores, v.ids)
 
     def _allowed(self, v: _View, filter: Any) -> np.ndarray:

@@ -25,10 +25,8 @@
 // with AMX, a prefilter's batches use them for k <= 40 only (beyond, the bf16 tiles' tighter bound
 // re-scores fewer candidates).
 #pragma once
-#include <cstddef>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 namespace ragcore::dense {
 
@@ -59,10 +57,6 @@ constexpr int64_t kBlockedMinQueries = 4;
 void search(const Collection& c, const float* queries, int64_t nq, int k, int threads, int64_t* out_indices,
             float* out_scores);
 
-/// Same, forcing a path: 0 = auto, 1 = scan, 2 = blocked (for tests of both paths).
-void search_path(const Collection& c, const float* queries, int64_t nq, int k, int threads, int path,
-                 int64_t* out_indices, float* out_scores);
-
 /// The int8 prefilter of `n` float32 rows (n, dim): codes (n, dim) and aux (n, 4) as Collection::pre and
 /// pre_aux describe them (per-row scale max|x| / 127, codes rounded half to even; norms in double,
 /// rounded up by a relative 1e-6).
@@ -84,16 +78,9 @@ struct RowBound {
 /// (Not checked: that a prefilter's codes and residual norm match the rows; `verify` checksums them.)
 void validate_collection(const Collection& c, int threads, RowBound bound = {});
 
-/// XOR of the 8-byte words of [data, data + bytes), read by `threads` threads: the benchmarks time it
-/// as the machine's streaming read bandwidth.
-uint64_t read_probe(const void* data, size_t bytes, int threads);
-
 /// The instruction set the kernels use: "amx" (the AVX-512 kernels, batches on AMX bf16 tiles with
-/// exact re-scoring), "avx512" (F/BW/VL/DQ + VNNI), "avx2" (+ FMA, F16C) or "scalar". isas() lists
-/// those this CPU (and OS) runs, best first. set_isa("auto"|"amx"|"avx512"|"avx2"|"scalar") overrides
-/// (raises value_error for an unknown name or an ISA this CPU lacks).
+/// exact re-scoring), "avx512" (F/BW/VL/DQ + VNNI), "avx2" (+ FMA, F16C) or "scalar": the best this CPU
+/// (and OS) runs. (Tests and benchmarks list and override the choice through csrc/src/dense_testing.hpp.)
 std::string isa();
-std::vector<std::string> isas();
-void set_isa(const std::string& name);
 
 }  // namespace ragcore::dense
