@@ -97,6 +97,31 @@ def test_beir_results_schema(beir_run):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["data"]["n_docs"] == 40 and meta["data"]["n_judged"] == 5
     assert meta["machine"]["versions"]["python"]
+    if installed("matplotlib"):
+        assert (out / "qps.png").stat().st_size > 0 and (out / "latency.png").stat().st_size > 0
+
+
+def test_report_without_matplotlib(beir_run, tmp_path, monkeypatch):
+    from ragcore.bench._report import write
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    meta = json.loads((beir_run["out"] / "meta.json").read_text())
+    lines = write(beir_run["rows"], meta, tmp_path)
+    assert any('pip install "ragcore[plot]"' in line for line in lines)
+    assert json.loads((tmp_path / "results.json").read_text()) == beir_run["rows"]
+    assert (tmp_path / "report.md").exists() and not (tmp_path / "qps.png").exists()
+
+
+def test_jsonl_corpus_with_queries_and_qrels(beir_run, tmp_path, monkeypatch):
+    folder, out = beir_run["folder"], tmp_path / "out"
+    monkeypatch.chdir(folder)   # relative paths: the engine processes run elsewhere
+    assert main(["bench", "--corpus", "corpus.jsonl", "--queries", "queries.jsonl",
+                 "--qrels", "qrels/test.tsv", "-o", str(out), "--engines", "ragcore-bm25",
+                 "--threads", "1", "--calls", "batch", "--no-plots", *FAST]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    want = next(r["ndcg@10"] for r in beir_run["rows"] if r["engine"] == "ragcore-bm25")
+    assert [(r["engine"], r["call"], r["dataset"]) for r in rows] == [("ragcore-bm25", "batch", "corpus")]
+    assert rows[0]["ndcg@10"] == pytest.approx(want, abs=1e-12)
 
 
 def test_beir_ndcg_is_rc_evaluate(beir_run):

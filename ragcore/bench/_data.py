@@ -48,21 +48,21 @@ def resolve(data, queries=None, qrels=None, split: str = "test") -> Dict:
         return {"kind": "synthetic", "name": f"synthetic-{data.split(':', 1)[1].strip().lower()}", "n_docs": n}
     if data is None:
         raise ValueError("no data: give a BEIR folder, a JSONL corpus with its queries, or a synthetic size")
-    p = Path(os.fspath(data))
+    p = Path(os.fspath(data)).absolute()   # the engine processes run in another folder
     if not p.exists():
         raise FileNotFoundError(f"data not found: {p} does not exist (a BEIR folder or a JSONL corpus file)")
     if p.is_dir():
         if not any((p / f).is_file() for f in ("corpus.jsonl", "corpus.jsonl.gz")):
             raise FileNotFoundError(f"{p} is not a BEIR folder: it has no corpus.jsonl")
-        qpath = Path(os.fspath(queries)) if queries is not None else p
-        qrel_path = Path(os.fspath(qrels)) if qrels is not None else p / "qrels" / f"{split}.tsv"
+        qpath = Path(os.fspath(queries)).absolute() if queries is not None else p
+        qrel_path = Path(os.fspath(qrels)).absolute() if qrels is not None else p / "qrels" / f"{split}.tsv"
         src = {"kind": "beir", "name": p.name, "corpus": str(p), "queries": str(qpath)}
     else:
         if queries is None:
             raise ValueError(f"{p} is a corpus file: give its queries too (--queries q.jsonl, "
                              "one {\"_id\": ..., \"text\": ...} per line)")
-        qpath = Path(os.fspath(queries))
-        qrel_path = Path(os.fspath(qrels)) if qrels is not None else None
+        qpath = Path(os.fspath(queries)).absolute()
+        qrel_path = Path(os.fspath(qrels)).absolute() if qrels is not None else None
         src = {"kind": "jsonl", "name": p.stem, "corpus": str(p), "queries": str(qpath)}
     if qrels is not None and not qrel_path.is_file():
         raise FileNotFoundError(f"qrels not found: {qrel_path} does not exist")

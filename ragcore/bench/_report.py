@@ -203,7 +203,9 @@ def write(rows: List[Dict], meta: Dict, out: Path, plots_wanted: bool = True) ->
     lines = [f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'meta.json'}"]
     if plots_wanted:
         try:
-            lines.append("wrote " + ", ".join(str(p) for p in plots(rows, out, meta["settings"]["modes"])))
+            drawn = plots(rows, out, meta["settings"]["modes"])
+            if drawn:
+                lines.append("wrote " + ", ".join(str(p) for p in drawn))
         except ImportError as e:
             lines.append(f"no plots: {e}")
     return lines

@@ -255,7 +255,7 @@ def run(data, out_dir=None, engines=None, k=(10,), threads=None, modes=("sparse"
             results.setdefault((mode, key), []).append(res)
         bar.close()
         rows = _rows(results, info, analyzer)
-        machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
         meta = {"machine": machine, "data": info, "skipped": skipped, "errors": errors,
                 "settings": {"modes": list(modes), "k": ks, "threads": ths, "analyzer": analyzer, "calls": list(calls),
                              "inputs": list(inputs), "filter_fraction": filter_fraction, **timing,
