@@ -7,7 +7,7 @@ random unit vectors. For each engine: one query per call ("batch 1", a stream of
 row x queries/s, the roofline of batch 1) and GFLOP/s (2 x rows x dim x queries/s, the roofline of
 batches), beside the machine's streaming read bandwidth and its sgemm peak (numpy's BLAS), measured in
 the same run. Recall@10 of float16 / int8 against exact float32 is reported on the random vectors and,
-when the ONNX encoder is available, on real embeddings of ../shared/data (msmarco-5k + dbpedia-5k
+when the ONNX encoder is available, on real embeddings of the project's BEIR samples (msmarco-5k + dbpedia-5k
 passages, their judged queries), with nDCG@10 of BM25, dense and hybrid (RRF, weighted) there.
 
     python bench/bench_dense.py                  # 100k and 1M (about 15 minutes on 2 cores)
@@ -22,38 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]   # bench helpers; the in-tree ragcore
 from _common import DATA_DIR, machine_info  # noqa: E402
+from ragcore import bench  # noqa: E402
+from ragcore.bench._data import unit_vectors as unit  # noqa: E402
+from ragcore.bench._dense import DENSE as DENSE_ENGINES  # noqa: E402
+from ragcore.bench._timing import median_time  # noqa: E402
 
 DIM = 384
 SWEEP = (0.1, 0.2, 0.3, 0.5, 1.0)  # BM25's fusion weight against dense's 1 (real-embedding part)
-
-
-def unit(rng, n, dim, chunk=100_000):
-    out = np.empty((n, dim), np.float32)
-    for s in range(0, n, chunk):
-        x = rng.standard_normal((min(chunk, n - s), dim), dtype=np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[s:s + len(x)] = x
-    return out
-
-
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +48,7 @@ def read_bandwidth(threads, nbytes=1 << 30, repeats=5):
     from ragcore import _core
 
     a = np.ones(nbytes // 8, np.uint64)
-    t, _ = median_time(lambda: _core._testing.read_probe(a, threads), repeats)
+    t = median_time(lambda: _core._testing.read_probe(a, threads), repeats)
     return nbytes / t / 1e9
 
 
@@ -76,78 +60,21 @@ def sgemm_peak(threads, repeats=5):
     b = rng.standard_normal((DIM, 20000), dtype=np.float32)
     c = np.empty((1000, 20000), np.float32)
     with threadpool_limits(threads):
-        t, _ = median_time(lambda: np.matmul(a, b, out=c), repeats)
+        t = median_time(lambda: np.matmul(a, b, out=c), repeats)
     return 2 * a.shape[0] * a.shape[1] * b.shape[1] / t / 1e9
 
 
 # ---------------------------------------------------------------------------------------------
-# engines: each returns (build(), search(queries, k) -> (indices, scores)) with threads fixed
+# the engines are ragcore.bench's (ragcore-dense and its variants, faiss, numpy); only the probe is here
 
-
-class Ragcore:
-    single_only = False
-
-    def __init__(self, dtype, prefilter=None):
-        self.dtype, self.prefilter = dtype, prefilter
-        self.name = f"ragcore {dtype}" + (f"+{prefilter} prefilter" if prefilter else "")
-        # the prefilter's batches take the codes' integer tiles with AMX (k <= 40) or AVX-512 VNNI; on AVX2 the
-        # float rows' path, which the float32 rows already measure
-        self.single_only = prefilter is not None and dense_isa() not in ("avx512", "amx")
-
-    def build(self, x):
-        import ragcore as rc
-
-        self.index = rc.DenseIndex(x.shape[1], metric="ip", dtype=self.dtype, device="cpu",
-                                   prefilter=self.prefilter).add(x)
-        self.bytes_per_row = {"float32": 4, "float16": 2, "int8": 1}[self.dtype] * x.shape[1]
-        if self.dtype == "int8":
-            self.bytes_per_row += 8  # scale + L1 per row
-        if self.prefilter:  # what one query scans: the codes and their 4 floats per row
-            self.bytes_per_row = x.shape[1] + 16
-
-    def search(self, q, k, threads):
-        h = self.index.search(q, k=k, threads=threads)
-        return h.indices, h.scores
-
-
-class Faiss:
-    name = "faiss IndexFlatIP"
-
-    def build(self, x):
-        import faiss
-
-        self.faiss = faiss
-        self.index = faiss.IndexFlatIP(x.shape[1])
-        self.index.add(x)
-        self.bytes_per_row = 4 * x.shape[1]
-
-    def search(self, q, k, threads):
-        self.faiss.omp_set_num_threads(threads)
-        d, i = self.index.search(q, k)
-        return i, d
-
-
-class Numpy:
-    name = "numpy matmul+argpartition"
-
-    def build(self, x):
-        self.x = x
-        self.bytes_per_row = 4 * x.shape[1]
-
-    def search(self, q, k, threads):
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(threads):
-            s = q @ self.x.T
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        ps = np.take_along_axis(s, part, 1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        return np.take_along_axis(part, order, 1), np.take_along_axis(ps, order, 1)
+NAMES = {"ragcore-dense": "ragcore float32", "ragcore-dense-prefilter": "ragcore float32+int8 prefilter",
+         "ragcore-dense-float16": "ragcore float16", "ragcore-dense-int8": "ragcore int8",
+         "faiss": "faiss IndexFlatIP", "numpy": "numpy matmul+argpartition"}
 
 
 class ReadProbe:
-    """Not an engine: one streaming read of the float32 rows per "query" (ragcore's read_probe), timed in
-    the same loop as the batch-1 rows, so their GB/s has a bandwidth reference measured at the same time."""
+    """Not an engine: one streaming read of the float32 rows per "query" (ragcore's read_probe), timed right
+    after the batch-1 rows of the same size, so their GB/s has a bandwidth reference measured beside them."""
     name = "(read probe: the float32 rows, streamed once)"
     single_only = True
 
@@ -170,54 +97,35 @@ def recall_at(ids, truth, k=10):
 
 
 def run_size(n, args, all_threads, rows_out):
-    rng = np.random.default_rng(42)
-    t0 = time.perf_counter()
-    x = unit(rng, n, DIM)
-    queries = unit(np.random.default_rng(7), 1000, DIM)
-    print(f"\n== {n:,} x {DIM} (generated in {time.perf_counter() - t0:.1f} s)", flush=True)
-    engines = [Ragcore("float32"), Ragcore("float32", prefilter="int8"), Ragcore("float16"), Ragcore("int8"),
-               Faiss()]
-    if not args.no_numpy:
-        engines.append(Numpy())
-    engines.append(ReadProbe())
-    for e in engines:
-        t0 = time.perf_counter()
-        e.build(x)
-        e.build_s = time.perf_counter() - t0
-    truth = engines[0].search(queries[:200], 10, all_threads)[0]
-    recalls = {e.name: recall_at(e.search(queries[:200], 10, all_threads)[0], truth) if e.name[0] != "(" else
-               float("nan") for e in engines}
+    """ragcore.bench.run on n random unit vectors: one process per (engine, thread count), one query per call
+    (a short stream) and batches of --batch queries (two runs: each its own query count), then the read probe."""
+    engines = list(NAMES) if not args.no_numpy else [e for e in NAMES if e != "numpy"]
+    print(f"\n== {n:,} x {DIM}", flush=True)
     n_single = args.single_queries if n <= 200_000 else max(args.single_queries // 4, 5)
-    n_batch = args.batch
+    common = dict(engines=engines, k=(10, 100), threads=sorted({1, all_threads}), modes=("dense",), vectors="random",
+                  dim=DIM, n_queries=args.batch, repeats=args.repeats, min_time=0, plots=False,
+                  log=lambda m: print("  " + m, flush=True))
+    rows = bench.run(f"synthetic:{n}", None, calls=("single",), min_queries=n_single, max_time=args.single_time,
+                     **common)
+    rows += bench.run(f"synthetic:{n}", None, calls=("batch",), min_queries=args.batch, max_time=1e9, **common)
+    for r in rows:
+        if r["engine"] == "ragcore-dense-prefilter" and r["call"] == "batch" and dense_isa() not in ("avx512", "amx"):
+            continue   # the prefilter's batches take their own path with AMX / AVX-512 VNNI only
+        eng = DENSE_ENGINES[r["engine"]]
+        qps = r["qps"]
+        rows_out.append(dict(n=n, engine=NAMES[r["engine"]], threads=r["threads"], k=r["k"],
+                             batch=1 if r["call"] == "single" else r["n_queries"], qps=qps,
+                             gbps=qps * n * eng.bytes_per_row(DIM) / 1e9, gflops=qps * 2 * n * DIM / 1e9,
+                             recall10=r["recall@10"], build_s=r["build_s"], peak_rss_bytes=r["peak_rss_bytes"]))
+        print(f"  {rows_out[-1]['engine']:32s} t={r['threads']} k={r['k']:3d} batch {rows_out[-1]['batch']:<5d}"
+              f"{qps:10.1f} q/s {rows_out[-1]['gbps']:6.1f} GB/s", flush=True)
+    probe = ReadProbe()
+    probe.build(unit(np.random.default_rng(42), n, DIM))
     for threads in sorted({1, all_threads}):
-        for k in (10, 100):
-            for e in engines:
-                # batch 1: a stream of single queries, one per call
-                if e.name[0] == "(" and k != 10:
-                    continue
-                qs = queries[:n_single]
-                t, _ = median_time(lambda: [e.search(qs[i:i + 1], k, threads) for i in range(len(qs))],
-                                   args.repeats)
-                qps = len(qs) / t
-                rows_out.append(dict(n=n, engine=e.name, threads=threads, k=k, batch=1, qps=qps,
-                                     gbps=qps * n * e.bytes_per_row / 1e9, gflops=qps * 2 * n * DIM / 1e9,
-                                     recall10=recalls[e.name]))
-                print(f"  {e.name:28s} t={threads} k={k:3d} batch 1    {qps:10.1f} q/s "
-                      f"{rows_out[-1]['gbps']:6.1f} GB/s", flush=True)
-                if n > 200_000 and threads == 1 and k == 100 and e.name.startswith("numpy"):
-                    continue
-                if getattr(e, "single_only", False):
-                    continue
-                qb = queries[:n_batch]
-                reps = args.repeats if n <= 200_000 else max(1, args.repeats - 2)
-                t, _ = median_time(lambda: e.search(qb, k, threads), reps)
-                qps = len(qb) / t
-                rows_out.append(dict(n=n, engine=e.name, threads=threads, k=k, batch=len(qb), qps=qps,
-                                     gbps=qps * n * e.bytes_per_row / 1e9, gflops=qps * 2 * n * DIM / 1e9,
-                                     recall10=recalls[e.name]))
-                print(f"  {e.name:28s} t={threads} k={k:3d} batch {len(qb)} {qps:10.1f} q/s "
-                      f"{rows_out[-1]['gflops']:6.1f} GFLOP/s", flush=True)
-    del engines, x
+        t = median_time(lambda: probe.search(None, 10, threads), args.repeats)
+        rows_out.append(dict(n=n, engine=probe.name, threads=threads, k=10, batch=1, qps=1 / t,
+                             gbps=n * probe.bytes_per_row / t / 1e9, gflops=2 * n * DIM / t / 1e9,
+                             recall10=float("nan")))
 
 
 def run_gpu(n, args, rows_out):
@@ -245,7 +153,7 @@ def run_gpu(n, args, rows_out):
                 cp.cuda.Device().synchronize()
             return run
 
-        t, _ = median_time(sync(lambda: big.sum()), 5)
+        t = median_time(sync(lambda: big.sum()), 5)
         ref["hbm_read_gbps"] = big.nbytes / t / 1e9
         del big
     engines = []
@@ -286,7 +194,7 @@ def run_gpu(n, args, rows_out):
         for k in (10, 100):
             for batch in (1, 1000):
                 qs = queries[:batch]
-                t, _ = median_time(lambda: fn(qs, k), args.repeats)
+                t = median_time(lambda: fn(qs, k), args.repeats)
                 qps = batch / t
                 rows_out.append(dict(n=n, engine=name, threads="gpu", k=k, batch=batch, qps=qps,
                                      gbps=qps * n * bpr / 1e9, gflops=qps * 2 * n * DIM / 1e9, recall10=float("nan")))
@@ -296,7 +204,7 @@ def run_gpu(n, args, rows_out):
 
 
 def real_embeddings(args):
-    """On ../shared/data with the ONNX encoder: recall@10 of float16 / int8 against exact float32, and
+    """On the project's BEIR samples (_common.DATA_DIR) with the ONNX encoder: recall@10 of float16 / int8 against exact float32, and
     nDCG@10 of BM25, dense, and their hybrids (RRF and weighted)."""
     try:
         import ragcore as rc
@@ -340,7 +248,7 @@ def real_embeddings(args):
         print(f"  {name}: " + ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in res.items() if isinstance(v, dict) and 'ndcg@10' in v),
               flush=True)
     if not all_x:
-        return {"skipped": "no ../shared/data"}
+        return {"skipped": "the BEIR samples (msmarco-5k, dbpedia-5k) are not there"}
     x, q = np.concatenate(all_x), np.concatenate(all_q)
     exact = rc.DenseIndex(x.shape[1], dtype="float32", device="cpu").add(x)
     truth = exact.search(q, k=10).indices
@@ -394,7 +302,7 @@ def write_report(res, out_dir: Path, stem: str):
             lines.append(f"| {r['engine']} | {r['threads']} | {r['k']} | {r['batch']} | {r['qps']:,.1f} | "
                          f"{r['gbps']:.1f} | {gflops} | {recall} | {'' if probe else ratio} |")
     re_ = res.get("real_embeddings", {})
-    lines.append("\n## Real embeddings (all-MiniLM-L6-v2, ragcore.Encoder float32) on ../shared/data\n")
+    lines.append("\n## Real embeddings (all-MiniLM-L6-v2, ragcore.Encoder float32) on the BEIR samples (msmarco 5k and dbpedia 5k subsets)\n")
     if "skipped" in re_:
         lines.append(f"Skipped: {re_['skipped']}\n")
     elif re_:
@@ -434,7 +342,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--single-queries", type=int, default=40, help="queries of the batch-1 stream (100k)")
+    ap.add_argument("--single-queries", type=int, default=40, help="queries of the batch-1 stream (100k), at least")
+    ap.add_argument("--single-time", type=float, default=1.0, help="seconds of one batch-1 stream, at most")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--quick", action="store_true")
@@ -451,8 +360,9 @@ def main():
         from ragcore import _core
 
         _core._testing.dense_set_isa(args.isa)
+        os.environ["RAGCORE_DENSE_ISA"] = args.isa   # ragcore.bench's engine processes set it too
     if args.quick:
-        args.sizes, args.repeats, args.single_queries, args.batch = "20000", 2, 10, 200
+        args.sizes, args.repeats, args.single_queries, args.batch, args.single_time = "20000", 2, 10, 200, 0.2
     all_threads = len(os.sched_getaffinity(0))
     t_start = time.perf_counter()
     res = {"machine": machine_info(), "command": "python bench/bench_dense.py " + " ".join(sys.argv[1:]),

@@ -483,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_encoder_parser(sub)
 
+    from .bench._cli import add_bench_parser
+
+    add_bench_parser(sub)
+
     pg = sub.add_parser("export-generator", help="export a language model (HF folder or GGUF) to an ONNX generator")
     pg.add_argument("src", nargs="?", default=None,
                     help="Hugging Face model folder or .gguf file (default: SmolLM2-135M-Instruct from the "

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["ragcore", "ragcore.retrieval.analysis", "ragcore.retrieval.dense", "ragcore.models.encoder", "ragcore.eval.metrics", "ragcore.retrieval.hits", "ragcore.retrieval.hybrid", "ragcore.rag.generators", "ragcore.models.llm_graph", "ragcore.rag.pipeline",
-           "ragcore.retrieval.sparse", "ragcore.retrieval.protocol", "ragcore.io.storage"]
+           "ragcore.retrieval.sparse", "ragcore.retrieval.protocol", "ragcore.io.storage", "ragcore.bench"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,26 +1,42 @@
-"""Engine adapters for bench_sparse.py: one class per engine, all with the same small interface.
+"""Sparse engine adapters: ragcore BM25 / TF-IDF, bm25s (numpy, numba), tantivy, rank_bm25, scikit-learn.
 
-An adapter is created with an analyzer kind ('plain' | 'en') and a thread count (1 or all), and offers
+An adapter is created with an analyzer kind ('plain' | 'en'), a thread count and a work folder, and offers
   build(texts)            the timed build (analysis included)
-  save() -> (bytes, note) size on disk after saving into workdir, or an in-RAM estimate (note says which)
-  load(texts)             reopen the index saved in workdir (RAM-only engines rebuild, untimed)
+  save() -> (bytes, note) size on disk after saving into the work folder, or an in-RAM estimate (note says)
+  load(texts)             reopen the index saved in the work folder (RAM-only engines rebuild, untimed)
   prep(queries)           pre-tokenize / pre-parse the queries, outside the timed path
   text(qs, k), tok(ts, k) one call for a list of queries -> list of index arrays (best first)
   text1(q, k), tok1(t, k) one query per call
-  filtered(ts, k, mask)   optional: batch search restricted to a boolean document mask
-`batch` says whether a batch is one native call ("native") or a Python loop / thread pool ("emulated").
+  filtered(ts, k, mask)   where has_filter: batch search restricted to a boolean document mask
+``batch`` says whether a batch is one native call ("native"), a Python loop / thread pool ("emulated"),
+or not offered (None).
 """
 from __future__ import annotations
 
 import pickle
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import List, Tuple
 
 import numpy as np
 
-from _common import LUCENE_STOPWORDS, dir_bytes, py_analyzer
+from ..retrieval.analysis import ENGLISH_STOPWORDS
+from ._machine import dir_bytes
 
 K1, B = 1.5, 0.75
+_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
+_STOP = frozenset(ENGLISH_STOPWORDS)
+
+
+def py_analyzer(kind: str):
+    """A callable str -> list[str]: 'plain' (lowercase + \\w\\w+) or 'en' (+ Lucene stopwords + Snowball):
+    ragcore.Analyzer's rules, for the pure-Python peers."""
+    if kind == "plain":
+        return lambda text: _TOKEN_RE.findall(text.lower())
+    import Stemmer
+
+    stem = Stemmer.Stemmer("english").stemWords
+    return lambda text: stem([t for t in _TOKEN_RE.findall(text.lower()) if t not in _STOP])
 
 
 def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
@@ -32,14 +48,23 @@ def topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 class Engine:
+    """The interface every adapter (sparse and dense) offers; see the module docstring."""
+
     key = "?"
-    family = "bm25"          # bm25 | tfidf: which engines are compared with each other
-    max_docs = None          # skip larger corpora (with skip_reason)
+    mode = "sparse"
+    family = "bm25"          # which engines are compared with each other (the ratio's ragcore engine)
+    max_docs = None          # larger corpora are skipped, with skip_reason
     skip_reason = ""
-    multithread = True       # False: no all-thread measurements (pure Python)
+    multithread = True       # False: no all-thread figures (pure Python)
     batch = "native"         # native | emulated | None
     tok_kind = "tokens"      # what the pre-tokenized path passes
     has_filter = False
+    requires: Tuple[Tuple[str, str], ...] = ()   # (module, pip name) pairs
+
+    @classmethod
+    def requirements(cls, analyzer: str) -> List[Tuple[str, str]]:
+        """(module, pip package) pairs this engine needs with ``analyzer``."""
+        return list(cls.requires) + ([("Stemmer", "PyStemmer")] if analyzer == "en" and cls.mode == "sparse" else [])
 
     def __init__(self, analyzer: str, threads: int, workdir=None):
         self.analyzer, self.threads, self.workdir = analyzer, threads, workdir
@@ -47,8 +72,11 @@ class Engine:
     def set_threads(self, threads: int) -> None:
         self.threads = threads
 
-    def load(self, texts):
-        self.build(texts)
+    def load(self, data):
+        self.build(data)
+
+    def prep(self, qs):
+        return qs
 
     def text1(self, q, k):
         return self.text([q], k)[0]
@@ -56,9 +84,9 @@ class Engine:
     def tok1(self, t, k):
         return self.tok([t], k)[0]
 
-    def quality_run(self, qs):
-        """Top-10 for nDCG (untimed): the batch text path unless an engine needs care."""
-        return self.text(qs, 10)
+    def quality_run(self, qs, k=10):
+        """Top-k for quality figures (untimed): the batch path unless an engine needs care."""
+        return self.text(qs, k)
 
     def filtered(self, ts, k, mask):
         raise NotImplementedError
@@ -69,12 +97,15 @@ class RagcoreBM25(Engine):
     has_filter = True
 
     def _make(self):
-        import ragcore as rc
-        self.an = rc.Analyzer(stopwords="english", stemmer="english") if self.analyzer == "en" else rc.Analyzer()
-        return self._model(rc)
+        from .. import Analyzer
 
-    def _model(self, rc):
-        return rc.BM25(k1=K1, b=B, method="lucene", analyzer=self.an)
+        self.an = Analyzer(stopwords="english", stemmer="english") if self.analyzer == "en" else Analyzer()
+        return self._model()
+
+    def _model(self):
+        from .. import BM25
+
+        return BM25(k1=K1, b=B, method="lucene", analyzer=self.an)
 
     def build(self, texts):
         self.m = self._make()
@@ -106,11 +137,13 @@ class RagcoreTfIdf(RagcoreBM25):
     key = "ragcore-tfidf"
     family = "tfidf"
     max_docs = 200_000
-    skip_reason = "TF-IDF rows only up to 200k documents (sklearn peer)"
+    skip_reason = "TF-IDF rows only up to 200k documents (the scikit-learn peer scores densely)"
     has_filter = False
 
-    def _model(self, rc):
-        return rc.TfIdf(analyzer=self.an)
+    def _model(self):
+        from .. import TfIdf
+
+        return TfIdf(analyzer=self.an)
 
 
 class Bm25s(Engine):
@@ -118,14 +151,20 @@ class Bm25s(Engine):
     backend = "numpy"
     tok_kind = "token ids"
     has_filter = True
+    requires = (("bm25s", "bm25s"),)
 
     def __init__(self, analyzer, threads, workdir=None):
         super().__init__(analyzer, threads, workdir)
         import bm25s
-        import Stemmer
+
         self.bm25s = bm25s
         self.stop = "en" if analyzer == "en" else None
-        self.stemmer = Stemmer.Stemmer("english") if analyzer == "en" else None
+        if analyzer == "en":
+            import Stemmer
+
+            self.stemmer = Stemmer.Stemmer("english")
+        else:
+            self.stemmer = None
         self.set_threads(threads)
 
     def set_threads(self, threads):
@@ -162,6 +201,7 @@ class Bm25s(Engine):
                 for i, r in zip(keep, self._retrieve([qs[i] for i in keep], k, mask)):
                     out[i] = r
             return out
+        k = min(k, self.m.scores["num_docs"])  # bm25s refuses k > documents; the others return fewer
         return list(self.m.retrieve(qs, k=k, n_threads=self.nt, show_progress=False, return_as="documents",
                                     weight_mask=mask))
 
@@ -171,16 +211,16 @@ class Bm25s(Engine):
     def tok(self, ts, k):
         return self._retrieve(ts, k)
 
-    def quality_run(self, qs):
+    def quality_run(self, qs, k=10):
         # bm25s fills a row with score-0 documents when fewer than k match; drop those (others return none)
         toks = self._tokenize(qs, False)
         keep = [i for i, t in enumerate(toks) if t]   # see _retrieve
-        if not keep:
-            return [np.empty(0, np.int64)] * len(qs)
-        res = self.m.retrieve([toks[i] for i in keep], k=10, n_threads=self.nt, show_progress=False)
         out = [np.empty(0, np.int64)] * len(qs)
-        for i, d, s in zip(keep, res.documents, res.scores):
-            out[i] = d[s > 0]
+        if keep:
+            res = self.m.retrieve([toks[i] for i in keep], k=min(k, self.m.scores["num_docs"]), n_threads=self.nt,
+                                  show_progress=False)
+            for i, d, s in zip(keep, res.documents, res.scores):
+                out[i] = d[s > 0]
         return out
 
     def filtered(self, ts, k, mask):
@@ -191,6 +231,7 @@ class Bm25s(Engine):
 class Bm25sNumba(Bm25s):
     key = "bm25s-numba"
     backend = "numba"
+    requires = (("bm25s", "bm25s"), ("numba", "numba"))
 
 
 _QUERY_SYNTAX = re.compile(r"[^\w\s]")
@@ -200,10 +241,16 @@ class Tantivy(Engine):
     key = "tantivy"
     batch = "emulated"
     tok_kind = "pre-parsed Query"
+    requires = (("tantivy", "tantivy"),)
+
+    @classmethod
+    def requirements(cls, analyzer):
+        return list(cls.requires)   # its own stemmer
 
     def __init__(self, analyzer, threads, workdir=None):
         super().__init__(analyzer, threads, workdir)
         import tantivy
+
         self.tv = tantivy
         self.field_tok = "rc_en" if analyzer == "en" else "default"
 
@@ -211,7 +258,7 @@ class Tantivy(Engine):
         if self.field_tok == "rc_en":  # tantivy's own components, with the Lucene stopwords of the others
             tv = self.tv
             an = (tv.TextAnalyzerBuilder(tv.Tokenizer.simple()).filter(tv.Filter.remove_long(40))
-                  .filter(tv.Filter.lowercase()).filter(tv.Filter.custom_stopword(sorted(LUCENE_STOPWORDS)))
+                  .filter(tv.Filter.lowercase()).filter(tv.Filter.custom_stopword(sorted(_STOP)))
                   .filter(tv.Filter.stemmer("english")).build())
             self.ix.register_tokenizer("rc_en", an)
 
@@ -253,7 +300,7 @@ class Tantivy(Engine):
 
     def _one(self, q, k):
         hits = self.s.search(q, k, count=False).hits
-        return self.s.fast_field_values("idx", [a for _, a in hits])   # document index, as the others
+        return np.asarray(self.s.fast_field_values("idx", [a for _, a in hits]), np.int64)  # document index
 
     def _map(self, fn, items):
         if self.threads == 1 or len(items) == 1:
@@ -277,12 +324,14 @@ class Tantivy(Engine):
 class RankBM25(Engine):
     key = "rank_bm25"
     max_docs = 20_000
-    skip_reason = "rank_bm25 is pure Python (a dict lookup per document per term): only the 5k sets"
+    skip_reason = "rank_bm25 is pure Python (a dict lookup per document per term): up to 20k documents"
     multithread = False
     batch = None
+    requires = (("rank_bm25", "rank-bm25"),)
 
     def build(self, texts):
         from rank_bm25 import BM25Okapi
+
         self.an = py_analyzer(self.analyzer)
         self.m = BM25Okapi([self.an(t) for t in texts], k1=K1, b=B)
 
@@ -298,6 +347,15 @@ class RankBM25(Engine):
     def tok(self, ts, k):
         return [topk_rows(self.m.get_scores(t)[None, :], k)[0] for t in ts]
 
+    def quality_run(self, qs, k=10):
+        # documents scoring 0 are no match (the others return none); rank_bm25 scores every document
+        out = []
+        for t in self.prep(qs):
+            s = self.m.get_scores(t)
+            top = topk_rows(s[None, :], k)[0]
+            out.append(top[s[top] > 0])
+        return out
+
 
 class Sklearn(Engine):
     key = "sklearn"
@@ -305,9 +363,11 @@ class Sklearn(Engine):
     max_docs = 200_000
     skip_reason = RagcoreTfIdf.skip_reason
     chunk = 256   # queries per dense (chunk, n_docs) score block
+    requires = (("sklearn", "scikit-learn"),)
 
     def build(self, texts):
         from sklearn.feature_extraction.text import TfidfVectorizer
+
         an = py_analyzer(self.analyzer)
         self.vec = TfidfVectorizer(analyzer=lambda x: x if isinstance(x, list) else an(x))
         self.D = self.vec.fit_transform(texts)      # l2-normalised rows: cosine == linear kernel
@@ -322,6 +382,7 @@ class Sklearn(Engine):
 
     def text(self, qs, k):
         from sklearn.metrics.pairwise import linear_kernel
+
         out = []
         for i in range(0, len(qs), self.chunk):
             out.extend(topk_rows(linear_kernel(self.vec.transform(qs[i:i + self.chunk]), self.D), k))
@@ -329,6 +390,14 @@ class Sklearn(Engine):
 
     tok = text   # the analyzer passes token lists through
 
+    def quality_run(self, qs, k=10):
+        from sklearn.metrics.pairwise import linear_kernel
 
-ENGINES = {c.key: c for c in (RagcoreBM25, Bm25s, Bm25sNumba, Tantivy, RankBM25, RagcoreTfIdf, Sklearn)}
-ALIASES = {"ragcore": ["ragcore-bm25", "ragcore-tfidf"]}
+        out = []
+        for i in range(0, len(qs), self.chunk):
+            s = linear_kernel(self.vec.transform(qs[i:i + self.chunk]), self.D)
+            out.extend(top[row[top] > 0] for row, top in zip(s, topk_rows(s, k)))
+        return out
+
+
+SPARSE = {c.key: c for c in (RagcoreBM25, Bm25s, Bm25sNumba, Tantivy, RankBM25, RagcoreTfIdf, Sklearn)}
