@@ -206,6 +206,13 @@ def test_question_terms_are_not_evidence():
     assert without.score > with_q.score
 
 
+def test_the_pipeline_leaves_the_question_terms_out():
+    passages = texts(next(g for g in GROUPS if g["question"] == "What does the assert statement do?")["passages"])
+    rag = RAG(rc.BM25().index(passages), lambda p: "The assert statement does not do anything.", k=3, texts=passages)
+    ans = rag.answer("What does the assert statement do?")
+    assert [s.source for s in ans.support] == [None] and ans.citations == []
+
+
 def test_too_few_content_terms_are_not_attributed():
     sup = attribute("The syntax is: Function definition. Directive parser.",
                     ["Function definitions have a syntax.", "A directive to the parser."])

@@ -12,14 +12,12 @@ generator. A *generator* is one of:
   :class:`CallableGenerator` (pass it directly, or wrap it yourself to give a tokenizer and a window);
 - a Hugging Face transformers model and its tokenizer: :class:`TransformersGenerator(model, tokenizer)`.
 
-Citations: the ``[n]`` the model writes are kept; a sentence without one is given the source that
-supports it best (:mod:`ragcore.rag.citations`; ``Answer.support``), or marked unsupported.
-
 The prompt is a system message (the instructions) and a user message (the numbered sources, then the
 question). A generator with ``apply_chat_template`` is given these messages (``generate(messages, ...)``)
 and the token budget counts ``apply_chat_template(messages)``, exactly what the model sees; any other
 generator is given them rendered as plain text (a ``str`` ending in ``Answer:``). ``Answer.prompt`` holds
-the rendered text in both cases.
+the rendered text in both cases. The ``[n]`` the model writes are kept; a sentence without one is given
+the source that supports it best (:mod:`ragcore.rag.citations`; ``Answer.support``), or none.
 
 The other direction, ragcore retrieval inside your own PyTorch / transformers code, is one function,
 :func:`retrieve_context`, which returns the numbered sources as text::
@@ -507,7 +505,8 @@ class RAG:
 
     def _finish(self, question: str, text: str, sources: List[Source], prompt: str, dropped: int,
                 timings: Dict[str, float], t_start: float) -> Answer:
-        support = _attribute(text, sources, threshold=self.attribute_threshold) if self.attribute else []
+        support = (_attribute(text, sources, question=question, threshold=self.attribute_threshold)
+                   if self.attribute else [])
         shown = _cite(text, support)
         citations = parse_citations(shown, len(sources))
         for s in sources:
