@@ -172,12 +172,12 @@ def _demo_rag(args, bm25, passages):
 
 def _show_citations(ans) -> None:
     """After the streamed answer: the answer again with the [n] attribution added, when it added any,
-    and how many of its sentences the sources support (the model's citations or attributed ones)."""
+    and how many of its sentences are cited (by the model or by attribution)."""
     if ans.text != ans.raw_text:
         print("\n\nwith citations:\n" + ans.text, end="")
     if ans.support:
         n = sum(s.source is not None for s in ans.support)
-        print(f"\n({n} of {len(ans.support)} sentences supported by the sources; the others are not cited)", end="")
+        print(f"\n({n} of {len(ans.support)} sentences cited; no source was found for the others)", end="")
 
 
 def cmd_export_generator(args) -> int:

@@ -214,10 +214,13 @@ def test_the_pipeline_leaves_the_question_terms_out():
 
 
 def test_too_few_content_terms_are_not_attributed():
-    sup = attribute("The syntax is: Function definition. Directive parser.",
-                    ["Function definitions have a syntax.", "A directive to the parser."])
+    sup = attribute("The syntax is: Function definition. Directive parser. Shorthand for the following:",
+                    ["Function definitions have a syntax.", "A directive to the parser.",
+                     "Shorthand for RULE; the following patterns."])
     assert [(s.sentence, s.source) for s in sup] == [("The syntax is: Function definition.", 1),
-                                                    ("Directive parser.", 2)]
+                                                    ("Directive parser.", 2),   # two terms, side by side
+                                                    ("Shorthand for the following:", None)]  # two, apart
+    assert sup[2].score == 0.5
     [s] = attribute("Function definition.", ["Function definitions have a syntax."],
                     question="How do I write a function?")
     assert s.source is None and s.score == 1.0  # one term beyond the question's: a match says nothing
@@ -233,10 +236,12 @@ def test_threshold_trades_citations_for_precision():
 
 # ------------------------------------------------------------------------------------------- markers
 def test_cite_places_markers():
-    text = 'Dogs bark loudly at strangers during the night! The cat sat on the mat "near the door." Cats purr when warm'
+    text = ('Dogs bark loudly at strangers during the night! The cat sat on the mat "near the door." Cats purr when '
+            'warm\nCats purr when happy:')
     sup = attribute(text, PETS)
     assert cite(text, sup) == ('Dogs bark loudly at strangers during the night [2]! '
-                               'The cat sat on the mat "near the door." [1] Cats purr when warm [3]')
+                               'The cat sat on the mat "near the door." [1] Cats purr when warm [3]\n'
+                               'Cats purr when happy [3]:')
 
 
 @given(st.lists(st.sampled_from(["Dogs bark loudly at night.", "The cat sat on the mat!", "Zebras juggle?",
@@ -292,11 +297,11 @@ def test_bad_input():
 # ------------------------------------------------------------------------------------------ pipeline
 def test_pipeline_answer_carries_support_and_raw_text():
     bm25 = rc.BM25().index(PETS, ids=["mat", "bark", "purr"])
-    gen = lambda p: "Cats purr when they are happy [1]. Dogs bark at strangers loudly. Pigs fly."  # noqa: E731
+    gen = lambda p: "Cats purr when they are happy [1]. Dogs bark at strangers loudly at night. Pigs fly."  # noqa: E731
     ans = RAG(bm25, gen, k=3, texts=PETS).answer("Do cats purr and dogs bark?")
     ranks = {s.id: s.rank for s in ans.sources}
     assert ans.raw_text == gen("")
-    assert ans.text == f"Cats purr when they are happy [1]. Dogs bark at strangers loudly [{ranks['bark']}]. Pigs fly."
+    assert ans.text == f"Cats purr when they are happy [1]. Dogs bark at strangers loudly at night [{ranks['bark']}]. Pigs fly."
     assert ans.citations == [1, ranks["bark"]] and ans.cited_ids == [ans.sources[0].id, "bark"]
     assert [(s.by, s.source) for s in ans.support] == [("model", 1), ("attribution", ranks["bark"]),
                                                         ("attribution", None)]
@@ -325,6 +330,6 @@ def test_demo_shows_citations_after_the_stream(capsys):
     _show_citations(a)
     out = capsys.readouterr().out
     assert "with citations:\nDogs bark loudly at strangers during the night [2]. Pigs fly." in out
-    assert "(1 of 2 sentences supported by the sources" in out
+    assert "(1 of 2 sentences cited; no source was found for the others)" in out
     _show_citations(Answer("q", "Pigs fly.", [], [], "p", support=[Support("Pigs fly.", None, 0.0, "attribution")]))
     assert "with citations" not in capsys.readouterr().out  # nothing attributed: the answer is not repeated

@@ -17,8 +17,9 @@ answer sentence without one, finds the retrieved passage that supports it best:
    scores 1, a sentence made of a passage's words in another order less). The best passage wins, the
    better-ranked on a tie. When a second passage raises the score by :data:`PAIR_GAIN` or more (a
    sentence made of two passages' content), the sentence cites both.
-4. A sentence whose score reaches the threshold (default :data:`ATTRIBUTION_THRESHOLD`) and that has at
-   least :data:`MIN_TERMS` content terms is attributed; the others are unsupported (``source`` None).
+4. A sentence whose score reaches the threshold (default :data:`ATTRIBUTION_THRESHOLD`) is attributed,
+   if it has more than :data:`MIN_TERMS` content terms, or that many all found side by side; the
+   others are unsupported (``source`` None).
 
 The scoring and the threshold were chosen by measurement on labelled answer sentences (quoted,
 paraphrased, invented, near-miss) over passages of Python's documentation: ``bench/bench_citations.py``,
@@ -55,8 +56,9 @@ ATTRIBUTION_THRESHOLD = 0.36
 #: A second passage is cited beside the best one when adding it raises a sentence's score by this much
 #: (a sentence made of two passages' content). Measured like the threshold.
 PAIR_GAIN = 0.2
-#: Sentences with fewer content terms (outside the question's) are not attributed: "The syntax is:",
-#: "try {", "1. **Function definition**:" match some passage whatever it says.
+#: Sentences with fewer content terms (outside the question's) are not attributed, and those with just
+#: this many only when a passage holds both terms side by side (score 1): "try {", "The syntax is:",
+#: "It is a shorthand for the following:" match some passage whatever they say.
 MIN_TERMS = 2
 
 #: English function words left out of a sentence's content terms (with Lucene's stopwords): words
@@ -291,7 +293,7 @@ def _best(claim: _Claim, passages: List[_Passage], threshold: float) -> Tuple[Op
                                passages[best].bigrams | passages[other].bigrams)
             if both - score >= PAIR_GAIN:
                 score, sources = both, (best + 1, other + 1)
-    if score < threshold or len(claim.terms) < MIN_TERMS:
+    if score < threshold or len(claim.terms) < MIN_TERMS or len(claim.terms) == MIN_TERMS and score < 1.0:
         return None, score, ()
     return best + 1, score, sources
 
@@ -373,14 +375,14 @@ def attribute(text: str, passages: Sequence[Any], *, question: Optional[str] = N
     return out
 
 
-_TAIL = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+$")
+_TAIL = re.compile(r"[.!?:;\u2026\u3002\uff01\uff1f]+$")
 
 
 def cite(text: str, supports: Sequence[Support]) -> str:
     """``text`` with a ``[n]`` marker after each attributed sentence.
 
-    The marker goes before the sentence's final punctuation (``... block [2].``), or at its end when it
-    ends otherwise (a closing quote or bracket, no punctuation). Sentences the model cited itself and
+    The marker goes before the sentence's final punctuation (``... block [2].``, ``... following [3]:``),
+    or at its end when it ends otherwise (a closing quote or bracket, no punctuation). Sentences the model cited itself and
     unsupported ones are left as they are. ``supports`` is what :func:`attribute` returned for ``text``.
 
     Examples
