@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, FrozenSet, List, Optional, Sequence, Tuple
 
 __all__ = ["Support", "attribute", "cite", "split_sentences", "parse_citations", "ATTRIBUTION_THRESHOLD",
            "FUNCTION_WORDS"]
@@ -229,7 +229,7 @@ class Support:
         The sentence as the model wrote it (with its own markers, if any).
     source : int or None
         The 1-based number of the passage that supports it best (the first the model cited, for
-        ``by="model"``); None when no passage reaches the threshold.
+        ``by="model"``); None when no passage supports it enough (see :func:`attribute`).
     score : float
         How much of the sentence ``sources`` hold, 0 to 1: the mean of the shares of its content terms
         and of its term bigrams found there (see the module docs); for ``by="model"``, in the passages
