@@ -26,11 +26,11 @@ from .models.encoder import Encoder, export_encoder
 from .retrieval.hits import Hits
 from .retrieval.hybrid import DenseRetriever, Hybrid
 from .retrieval.protocol import Retriever
-from .rag.pipeline import RAG, Answer, CallableGenerator, Source, TransformersGenerator, retrieve_context
+from .rag.pipeline import RAG, Answer, CallableGenerator, Source, Support, TransformersGenerator, retrieve_context
 from .retrieval.sparse import BM25, TfIdf
 from .eval.tuning import tune_bm25
 
 
-__all__ = ["Analyzer", "Retriever", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "Generator", "export_generator", "RAG", "Answer", "Source", "CallableGenerator", "TransformersGenerator",
+__all__ = ["Analyzer", "Retriever", "BM25", "TfIdf", "DenseIndex", "DenseRetriever", "Generator", "export_generator", "RAG", "Answer", "Source", "Support", "CallableGenerator", "TransformersGenerator",
            "retrieve_context", "Encoder", "export_encoder", "Hybrid", "Hits", "evaluate", "Evaluation", "datasets", "get_retrieval_score", "bleu", "rouge_l",
            "citation_recall", "tune_bm25", "cuda_available", "__version__"]

@@ -165,7 +165,18 @@ def _demo_rag(args, bm25, passages):
         print(f"ragcore demo: no generator ({e}); showing the retrieved passages only", file=sys.stderr)
         return None
     texts = {pid: f"{title}\n{text}" for pid, title, text in passages}
-    return RAG(bm25, generator, k=args.k, texts=texts, max_new_tokens=args.max_new_tokens)
+    return RAG(bm25, generator, k=args.k, texts=texts, max_new_tokens=args.max_new_tokens,
+               attribute=not args.no_attribution)
+
+
+def _show_citations(ans) -> None:
+    """After the streamed answer: the answer again with the [n] attribution added, when it added any,
+    and how many of its sentences are cited (by the model or by attribution)."""
+    if ans.text != ans.raw_text:
+        print("\n\nwith citations:\n" + ans.text, end="")
+    if ans.support:
+        n = sum(s.source is not None for s in ans.support)
+        print(f"\n({n} of {len(ans.support)} sentences cited; no source was found for the others)", end="")
 
 
 def cmd_export_generator(args) -> int:
@@ -186,7 +197,9 @@ def cmd_export_generator(args) -> int:
 
 def cmd_demo(args) -> int:
     """RAG over the embedded default corpus (Python's documentation topics): BM25 retrieval, then the
-    default generator (SmolLM2-135M-Instruct, ONNX) answers with cited sources, streamed."""
+    default generator (SmolLM2-135M-Instruct, ONNX) answers, streamed; once the stream ends, the answer is
+    shown again with a [n] after each sentence a source supports (where the model cited none), then the
+    sources, those cited marked with *."""
     import textwrap
 
     from .retrieval.analysis import Analyzer
@@ -229,6 +242,7 @@ def cmd_demo(args) -> int:
         for piece in stream:
             print(piece, end="", flush=True)
         ans = stream.answer
+        _show_citations(ans)
         print("\n\nsources" + (" (cited: " + ", ".join(f"[{c}]" for c in ans.citations) + ")" if ans.citations else "") + ":")
         for src in ans.sources:
             _, title, text = by_id[src.id]
@@ -511,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draft up to N tokens per step from the prompt (the answer quoting its sources) and check "
                          "them in one pass: same answer, sooner; 0: one token per step (default 8)")
     pd.add_argument("--retrieve-only", action="store_true", help="show the retrieved passages, no generation")
+    pd.add_argument("--no-attribution", action="store_true",
+                    help="show only the citations the model writes (default: also cite, after the answer, the "
+                         "source that supports each sentence the model left uncited)")
     pd.add_argument("--generator", default=None,
                     help="an exported generator folder (default: SmolLM2-135M-Instruct, exported on first use)")
     pd.add_argument("--precision", choices=["float32", "int8", "int4", "float16"], default=None,

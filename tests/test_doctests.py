@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["ragcore", "ragcore.retrieval.analysis", "ragcore.retrieval.dense", "ragcore.models.encoder", "ragcore.eval.metrics", "ragcore.retrieval.hits", "ragcore.retrieval.hybrid", "ragcore.rag.generators", "ragcore.models.llm_graph", "ragcore.rag.pipeline",
+MODULES = ["ragcore", "ragcore.retrieval.analysis", "ragcore.retrieval.dense", "ragcore.models.encoder", "ragcore.eval.metrics", "ragcore.retrieval.hits", "ragcore.retrieval.hybrid", "ragcore.rag.generators", "ragcore.models.llm_graph", "ragcore.rag.pipeline", "ragcore.rag.citations",
            "ragcore.retrieval.sparse", "ragcore.retrieval.protocol", "ragcore.io.storage", "ragcore.bench"]
 
 

@@ -1,4 +1,4 @@
-"""The RAG pipeline: retrieve -> build a prompt of numbered sources -> generate -> parse the citations.
+"""The RAG pipeline: retrieve -> build a prompt of numbered sources -> generate -> cite the sources.
 
 ``rc.RAG(retriever, generator, k=5, texts=passages)`` works with any retriever of ragcore (``BM25``,
 ``TfIdf``, ``DenseRetriever``, ``Hybrid``: anything with ``search(queries, k) -> Hits``) and any
@@ -16,7 +16,8 @@ The prompt is a system message (the instructions) and a user message (the number
 question). A generator with ``apply_chat_template`` is given these messages (``generate(messages, ...)``)
 and the token budget counts ``apply_chat_template(messages)``, exactly what the model sees; any other
 generator is given them rendered as plain text (a ``str`` ending in ``Answer:``). ``Answer.prompt`` holds
-the rendered text in both cases.
+the rendered text in both cases. The ``[n]`` the model writes are kept; a sentence without one is given
+the source that supports it best (:mod:`ragcore.rag.citations`; ``Answer.support``), or none.
 
 The other direction, ragcore retrieval inside your own PyTorch / transformers code, is one function,
 :func:`retrieve_context`, which returns the numbered sources as text::
@@ -64,7 +65,6 @@ Answer:
 """
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -72,7 +72,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-__all__ = ["RAG", "Answer", "Source", "AnswerStream", "CallableGenerator", "TransformersGenerator",
+__all__ = ["RAG", "Answer", "Source", "Support", "AnswerStream", "CallableGenerator", "TransformersGenerator",
            "retrieve_context", "parse_citations", "DEFAULT_SYSTEM_PROMPT"]
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -80,6 +80,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "Cite the sources you use in square brackets, like [1] or [2]. "
     "If the sources do not contain the answer, say that you do not know.")
 
+from .citations import ATTRIBUTION_THRESHOLD, Support, _check_threshold, parse_citations  # noqa: F401 (re-exported)
+from .citations import attribute as _attribute, cite as _cite
 from .generators import (  # noqa: F401  (re-exported: ragcore.rag.pipeline.CallableGenerator, ...)
     _TIMING_KEYS, CallableGenerator, Messages, TransformersGenerator, _as_generator, _check_int, _render_plain,
     estimate_tokens)
@@ -123,12 +125,14 @@ class Answer:
 
     Attributes
     ----------
-    question, text, prompt : str
+    question, prompt : str
+    text : str
+        The answer to show: the model's text with a ``[n]`` after each sentence attributed to source n.
     sources : list of Source
         The sources in the prompt, in rank order (those the budget dropped are absent).
     citations : list of int
-        Source numbers the answer cites, in order of first appearance (numbers outside
-        ``1..len(sources)`` are ignored).
+        Source numbers ``text`` cites, the model's and the attributed ones, in order of first appearance
+        (numbers outside ``1..len(sources)`` are ignored).
     timings : dict
         Seconds: ``retrieve_s``, ``prompt_s``, ``generate_s``, ``total_s``; plus what the generator reports
         in ``last_timings`` (``prefill_s``, ``decode_s``, ``first_token_s``, token counts; with prompt lookup
@@ -136,6 +140,11 @@ class Answer:
         ``first_token_s`` is measured from the generator call to the first text piece if not reported.
     dropped : int
         Retrieved sources left out of the prompt by the token budget.
+    support : list of Support
+        One per sentence of ``raw_text``: the source the model cited (``by="model"``) or that attribution
+        found (``by="attribution"``), or None; empty with ``RAG(..., attribute=False)``.
+    raw_text : str
+        The text as the model wrote it (default: ``text``).
     """
 
     question: str
@@ -145,6 +154,12 @@ class Answer:
     prompt: str
     timings: Dict[str, float] = field(default_factory=dict)
     dropped: int = 0
+    support: List[Support] = field(default_factory=list)
+    raw_text: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.raw_text is None:
+            self.raw_text = self.text
 
     @property
     def cited_ids(self) -> List[Any]:
@@ -173,36 +188,6 @@ def _plain(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
     return x
-
-
-# ----------------------------------------------------------------------------------------- citations
-_CITE = re.compile(r"\[\s*(?:sources?\s*)?(\d+(?:\s*(?:[,;]|[-\u2013])\s*(?:sources?\s*)?\d+)*)\s*\]", re.IGNORECASE)
-_PART = re.compile(r"(\d+)(?:\s*[-\u2013]\s*(\d+))?")
-
-
-def parse_citations(text: str, n_sources: int) -> List[int]:
-    """Source numbers cited in ``text``, in order of first appearance, without repeats.
-
-    Understands ``[1]``, ``[1, 3]``, ``[1][2]``, ``[1-3]`` (a range, either order), ``[Source 2]``;
-    numbers outside ``1..n_sources`` are ignored.
-
-    >>> from ragcore.rag.pipeline import parse_citations
-    >>> parse_citations("A [2]. B [1, 3][2]. C [4-5], D [9], E [3-1].", n_sources=5)
-    [2, 1, 3, 4, 5]
-    """
-    out: List[int] = []
-    seen = set()
-    for m in _CITE.finditer(text):
-        for p in _PART.finditer(m.group(1)):
-            lo = int(p.group(1))
-            hi = int(p.group(2)) if p.group(2) else lo
-            if lo > hi:
-                lo, hi = hi, lo
-            for c in range(max(lo, 1), min(hi, n_sources) + 1):  # clipped: [1-10**9] costs n_sources
-                if c not in seen:
-                    seen.add(c)
-                    out.append(c)
-    return out
 
 
 # -------------------------------------------------------------------------------------- validation
@@ -427,6 +412,11 @@ class RAG:
     texts : sequence of str or mapping, required
         The passage texts: a sequence indexed by ``Hits.indices`` (the documents in indexing order), or a
         mapping from document id (``Hits.ids``) to text. Without it, ``retriever.texts`` is used when present.
+    attribute : bool, default True
+        Cite the best-supporting source after each sentence the model left uncited
+        (:func:`~ragcore.rag.citations.attribute`; see :class:`Answer`). False: the model's citations only.
+    attribute_threshold : float, default ATTRIBUTION_THRESHOLD
+        The least support score (0 to 1) for an attributed citation.
 
     Examples
     --------
@@ -443,7 +433,8 @@ class RAG:
     """
 
     def __init__(self, retriever: Any, generator: Any, k: int = 5, *, max_context_tokens: Optional[int] = None,
-                 max_new_tokens: int = 256, system_prompt: str = DEFAULT_SYSTEM_PROMPT, texts: Any = None) -> None:
+                 max_new_tokens: int = 256, system_prompt: str = DEFAULT_SYSTEM_PROMPT, texts: Any = None,
+                 attribute: bool = True, attribute_threshold: float = ATTRIBUTION_THRESHOLD) -> None:
         _check_retriever(retriever)
         self.retriever = retriever
         self.generator = _as_generator(generator)
@@ -463,6 +454,9 @@ class RAG:
                                 "mapping from document id to text)")
         _check_texts(texts)
         self.texts = texts
+        if not isinstance(attribute, bool):
+            raise TypeError(f"attribute must be a bool, got {type(attribute).__name__}")
+        self.attribute, self.attribute_threshold = attribute, _check_threshold(attribute_threshold)
 
     # -- prompt
     def messages(self, question: str, sources: Sequence[Source]) -> Messages:
@@ -511,13 +505,15 @@ class RAG:
 
     def _finish(self, question: str, text: str, sources: List[Source], prompt: str, dropped: int,
                 timings: Dict[str, float], t_start: float) -> Answer:
-        citations = parse_citations(text, len(sources))
-        cited = set(citations)
+        support = (_attribute(text, sources, question=question, threshold=self.attribute_threshold)
+                   if self.attribute else [])
+        shown = _cite(text, support)
+        citations = parse_citations(shown, len(sources))
         for s in sources:
-            s.cited = s.rank in cited
+            s.cited = s.rank in citations
         timings["total_s"] = time.perf_counter() - t_start
-        return Answer(question=question, text=text, sources=sources, citations=citations, prompt=prompt,
-                      timings=timings, dropped=dropped)
+        return Answer(question=question, text=shown, sources=sources, citations=citations, prompt=prompt,
+                      timings=timings, dropped=dropped, support=support, raw_text=text)
 
     # -- public
     def answer(self, question: str, *, k: Optional[int] = None, **gen_kwargs: Any) -> Answer:
