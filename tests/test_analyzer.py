@@ -297,3 +297,33 @@ def test_callable_stemmer_index_with_threads(corpus1000):
     bm25.index(corpus1000.texts, threads=2, batch_size=97)
     assert max(stem.seen.values()) == 1
     assert set(stem.seen) == {t for d in corpus1000.tokens for t in d}
+
+
+def test_concurrent_calls_while_the_stem_cache_is_cleared(monkeypatch):
+    """Threads sharing one stemming Analyzer (RAG attribution does) get the same terms as one thread, also
+    while the shared stem cache is cleared under them (a tiny cache limit makes that happen constantly)."""
+    import threading
+
+    import ragcore.retrieval.analysis as A
+
+    pytest.importorskip("Stemmer")
+    monkeypatch.setattr(A, "_CACHE_LIMIT", 50)
+    an = rc.Analyzer(stemmer="english")
+    texts = [f"running{i} jumping{i} cats{i} houses{i % 7}" for i in range(300)]
+    want = [an(t) for t in texts]
+    errors = []
+
+    def work():
+        try:
+            for _ in range(20):
+                for t, w in zip(texts, want):
+                    assert an(t) == w
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -8,6 +8,8 @@ Invalid UTF-8 (``bytes`` input, or ``str`` with lone surrogates) never raises: i
 """
 from __future__ import annotations
 
+import threading
+
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 from .. import _core
@@ -107,6 +109,7 @@ class Analyzer:
         self._stemmer_name, self._stem_words = (None, None) if stemmer is None else _make_stemmer(stemmer)
         self._core = _core.Analyzer(lowercase, min_token_len, sorted(words))
         self._cache: dict = {}
+        self._lock = threading.Lock()
 
     @property
     def stems(self) -> bool:
@@ -117,7 +120,8 @@ class Analyzer:
         """Stem distinct words (no caching here; indexes cache per vocabulary entry)."""
         if self._stem_words is None:
             return list(words)
-        stems = list(self._stem_words(list(words)))
+        with self._lock:  # PyStemmer's objects are not thread-safe
+            stems = list(self._stem_words(list(words)))
         if len(stems) != len(words) or not all(isinstance(s, str) for s in stems):
             raise TypeError("the stemmer must return one str per word")
         return stems
@@ -127,13 +131,18 @@ class Analyzer:
         tokens = self._core.tokenize(text)
         if self._stem_words is None:
             return tokens
+        # Thread-safe: the stems of this call are read from a local dict (another thread may clear the shared
+        # cache meanwhile); stem_words runs the stemmer under a lock.
         cache = self._cache
-        new = [w for w in dict.fromkeys(tokens) if w not in cache]
+        local = {w: cache.get(w) for w in dict.fromkeys(tokens)}
+        new = [w for w, s in local.items() if s is None]
         if new:
+            stems = self.stem_words(new)
+            local.update(zip(new, stems))
             if len(cache) + len(new) > _CACHE_LIMIT:
                 cache.clear()
-            cache.update(zip(new, self.stem_words(new)))
-        return [s for s in (cache[w] for w in tokens) if s]
+            cache.update(zip(new, stems))
+        return [s for s in (local[w] for w in tokens) if s]
 
     def to_config(self) -> dict:
         """JSON-serialisable settings (what an index saves). Custom stemmer callables cannot be saved."""
