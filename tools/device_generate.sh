@@ -48,7 +48,8 @@ run() {
   mkdir -p "$OUT"
   has() { [[ " $STEPS " == *" $1 "* ]]; }
   source tools/device_budget.sh   # BUDGET (570 s), limit, enough, status
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  # the carried wheels first, then the in-place ragcore (build step: tools/build_inplace.sh)
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
   if has install; then
     echo "== install the carried wheels"
     (cd "$DEV" && sha256sum --quiet -c SHA256SUMS) || { echo "parts missing or corrupt: carry each part (prep)"; return 1; }
@@ -59,7 +60,7 @@ run() {
   "$PY" -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
   if has build; then
     echo "== build ragcore (RAGCORE_CUDA=OFF: the generator runs on onnxruntime)"
-    RAGCORE_CUDA=OFF "$PY" -m pip install -q --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
+    RAGCORE_CUDA=OFF PYTHON="$PY" tools/build_inplace.sh >"$OUT/build.log" 2>&1 \
       || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; return 1; }
   fi
   if has test && enough test; then

@@ -27,7 +27,7 @@ echo "sanitize.sh: scratch copy in $SCRATCH"
 
 start=$SECONDS
 (cd "$SCRATCH" && RAGCORE_CUDA=OFF RAGCORE_SANITIZE=address,undefined RAGCORE_BUILD_TYPE=RelWithDebInfo \
-  python setup.py -q build_ext --inplace >"$SCRATCH/build.log" 2>&1) || { tail -40 "$SCRATCH/build.log"; exit 1; }
+  tools/build_inplace.sh >"$SCRATCH/build.log" 2>&1) || { tail -40 "$SCRATCH/build.log"; exit 1; }
 echo "sanitize.sh: _core built with ASan + UBSan in $((SECONDS - start)) s"
 
 if [[ $# -eq 0 ]]; then
