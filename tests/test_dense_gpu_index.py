@@ -22,7 +22,7 @@ DIM = 27
 GPU_DTYPES = ("float32", "float16", "bfloat16")
 
 
-@pytest.fixture(params=["stand-in", "gpu"])
+@pytest.fixture(params=["stand-in", pytest.param("gpu", marks=pytest.mark.gpu)])
 def backend(request, monkeypatch):
     if request.param == "stand-in":
         monkeypatch.setattr(dense_mod, "_cuda_module", lambda: _fake_cuda)
