@@ -329,8 +329,13 @@ def cmd_eval(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(means, indent=2))
         (out / "per_query.json").write_text(json.dumps(per_query, indent=2))
-        _plot(curves, out / "plot.png", str(args.dataset))
-        print(f"wrote {out / 'metrics.json'}, {out / 'per_query.json'}, {out / 'plot.png'}")
+        written = [out / "metrics.json", out / "per_query.json"]
+        try:
+            _plot(curves, out / "plot.png", str(args.dataset))
+            written.append(out / "plot.png")
+        except ImportError as e:  # matplotlib is optional: the figures are written all the same
+            print(f"ragcore eval: {e} (the figures are in the JSON files)", file=sys.stderr)
+        print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -341,7 +346,7 @@ def _plot(curves, path, title) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise ImportError("plot.png needs matplotlib: pip install 'ragcore[plot]'") from e
+        raise ImportError('plot.png needs matplotlib: pip install "ragcore[plot]"') from e
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("ndcg", "recall")):
         for name, vals in curves.items():

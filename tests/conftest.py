@@ -1,6 +1,8 @@
 """Shared fixtures: deterministic toy corpora (odd sizes, fixed seeds) and the optional shared data sets."""
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import random
 import sys
@@ -32,6 +34,46 @@ except ImportError:  # pragma: no cover
 
 CORPUS_SIZES = (1, 3, 97, 1000)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# ------------------------------------------------------------------------------------------ markers
+# Registered in pyproject.toml ([tool.pytest.ini_options] markers, with --strict-markers).
+# A test gets `data` or `gpu` by using a fixture (anywhere in its fixture closure): shared_data (or beir)
+# and cuda_device, below. `slow` is set by hand; `requires("module", ...)` skips when a module is missing.
+FIXTURE_MARKERS = {"shared_data": "data", "cuda_device": "gpu"}
+
+# the extra that installs an optional module, named in the skip reason
+EXTRAS = {"Stemmer": "stem", "matplotlib": "plot", "onnxruntime": "dense", "tokenizers": "dense", "onnx": "dense",
+          "torch": "export", "transformers": "export"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in names:
+                item.add_marker(marker)
+
+
+@functools.lru_cache(maxsize=None)
+def _import_error(name: str):
+    """Why ``import name`` fails (None when it imports)."""
+    try:
+        importlib.import_module(name)
+    except ImportError as e:
+        return str(e)
+    return None
+
+
+def pytest_collection_finish(session):  # after -m / -k: imports only what the selected tests name
+    for item in session.items:
+        for mark in item.iter_markers("requires"):
+            missing = [name for name in mark.args if _import_error(name)]
+            if missing:
+                extra = EXTRAS.get(missing[0].partition(".")[0], "test")
+                item.add_marker(pytest.mark.skip(reason=f"needs {missing[0]}: pip install 'ragcore[{extra}]'"))
+                break
 
 
 # --------------------------------------------------------------------------------------- toy corpora
@@ -155,3 +197,22 @@ def load_beir(root: Path, name: str, max_docs: int | None = None) -> BeirSet:
 @pytest.fixture(scope="session", params=["msmarco-5k", "dbpedia-5k"])
 def beir(request, shared_data) -> BeirSet:
     return load_beir(shared_data, request.param)
+
+
+# ------------------------------------------------------------------------------------------- the GPU
+@pytest.fixture(scope="session")
+def cuda_device():
+    """``ragcore._cuda`` with at least one CUDA device; skipped otherwise. Tests using it are marked ``gpu``."""
+    import importlib.util
+
+    try:
+        built = importlib.util.find_spec("ragcore._cuda") is not None
+    except ImportError:
+        built = False
+    if not built:
+        pytest.skip("ragcore._cuda is not built (no CUDA compiler when ragcore was built)")
+    import ragcore._cuda as mod
+
+    if mod.device_count() == 0:
+        pytest.skip("no CUDA device (ragcore._cuda.device_count() == 0)")
+    return mod

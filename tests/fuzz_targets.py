@@ -20,6 +20,7 @@ A crash (a signal) or a hang is caught by the runner, which holds each target in
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import math
 import os
@@ -42,6 +43,8 @@ import ragcore as rc  # noqa: E402
 from ragcore.io import corpus as rc_corpus  # noqa: E402
 from ragcore.eval import datasets as rc_datasets  # noqa: E402
 from ragcore.io import storage  # noqa: E402
+
+_HAVE_STEMMER = importlib.util.find_spec("Stemmer") is not None  # PyStemmer is optional (ragcore[stem])
 
 #: The errors the API documents for bad input (DESIGN.md "Errors"; an optional dependency's ImportError).
 CLEAN_ERRORS = (ValueError, TypeError, IndexError, ImportError)
@@ -357,7 +360,7 @@ def _stem_raise(ws):
 # name -> (stemmer argument, oracle per list of words or None when the call must fail)
 _STEMMERS: Dict[str, Tuple[Any, Any]] = {
     "none": (None, lambda ws: ws),
-    "english": ("english", None),  # oracle: PyStemmer, below
+    **({"english": ("english", None)} if _HAVE_STEMMER else {}),  # oracle: PyStemmer, below
     "prefix3": (_stem_prefix, _stem_prefix),
     "drop-a": (_stem_drop_a, _stem_drop_a),
     "short-list": (_stem_short, "TypeError"),
@@ -705,7 +708,7 @@ def _build_templates() -> Dict[str, _LoadTemplate]:
         index.save(root / name)
         t[name] = _LoadTemplate(name, root / name, loader, kind, n)
 
-    an = rc.Analyzer(stopwords="english", stemmer="english")
+    an = rc.Analyzer(stopwords="english", stemmer="english" if _HAVE_STEMMER else None)
     add("bm25_str_ids", rc.BM25(analyzer=an).index(docs, ids=[f"doc-{i}" for i in range(29)]), rc.BM25.load,
         "bm25", 29)
     add("bm25plus_int_ids", rc.BM25(method="bm25+", k1=1.2).index(docs, ids=[1000 + 3 * i for i in range(29)]),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import ragcore as rc
 from reference import STOPWORDS_EN, analyze, regex_tokens
 
-Stemmer = pytest.importorskip("Stemmer")
+needs_stemmer = pytest.mark.requires("Stemmer")  # PyStemmer: the oracle of the three stemming tests
 
 # Characters whose handling is easy to get wrong in a hand-written UTF-8 tokenizer.
 TRICKY = [
@@ -215,20 +215,27 @@ def test_stopwords_compared_after_lowercasing():
 
 
 # ------------------------------------------------------------------------------------------- stemming
+@needs_stemmer
 @given(word_text)
 def test_english_stemmer_equals_pystemmer(text):
+    import Stemmer
+
     stem = Stemmer.Stemmer("english")
     an = rc.Analyzer(stemmer="english")
     assert an(text) == stem.stemWords(regex_tokens(text))
 
 
+@needs_stemmer
 @given(word_text)
 def test_stopwords_then_stemmer(text):
     an = rc.Analyzer(stopwords="english", stemmer="english")
     assert an(text) == analyze(text, stopwords="english", stemmer="english")
 
 
+@needs_stemmer
 def test_stemmer_examples():
+    import Stemmer
+
     an = rc.Analyzer(stopwords="english", stemmer="english")
     assert an("The runners were running; generously") == Stemmer.Stemmer("english").stemWords(
         ["runners", "were", "running", "generously"])

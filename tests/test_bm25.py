@@ -101,7 +101,9 @@ def test_bm25l_bm25plus_nonoccurrence_for_non_matching_docs(corpus97):
 
 
 # ---------------------------------------------------------------------------------------- vs bm25s
-bm25s = pytest.importorskip("bm25s")
+@pytest.fixture(scope="module")
+def bm25s():
+    return pytest.importorskip("bm25s")
 
 
 def _bm25s_scores(peer, q):
@@ -110,7 +112,7 @@ def _bm25s_scores(peer, q):
 
 @pytest.mark.parametrize("params", PARAMS[:2], ids=PARAM_IDS[:2])
 @pytest.mark.parametrize("method", METHODS)
-def test_vs_bm25s_same_tokens(corpus, method, params):
+def test_vs_bm25s_same_tokens(corpus, method, params, bm25s):
     peer = bm25s.BM25(method=method, **params)
     peer.index(corpus.tokens, show_progress=False)
     bm25 = rc.BM25(method=method, **params).index(corpus.tokens)
@@ -161,8 +163,8 @@ def _matching(name, texts, queries):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_shared_data_vs_bm25s(beir, method):
-    pytest.importorskip("Stemmer")
+@pytest.mark.requires("Stemmer")
+def test_shared_data_vs_bm25s(beir, method, bm25s):
     doc_tokens, query_tokens = _analysed(beir.name, tuple(beir.texts), tuple(beir.queries))
     peer = bm25s.BM25(method=method)
     peer.index(doc_tokens, show_progress=False)
@@ -198,6 +200,7 @@ def test_pretokenized_equals_text_input(corpus, method):
         np.testing.assert_array_equal(h1.scores, h2.scores)
 
 
+@pytest.mark.requires("Stemmer")
 def test_pretokenized_tokens_taken_as_is():
     docs = [["The", "A", "x", "Running"], ["the", "running", "xy"], ["zz"]]
     bm25 = rc.BM25(analyzer=rc.Analyzer(stopwords="english", stemmer="english")).index(docs)

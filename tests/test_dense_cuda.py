@@ -42,13 +42,9 @@ def _cuda_module():
 
 
 @pytest.fixture(scope="module")
-def cu():
-    mod = _cuda_module()
-    if mod is None:
-        pytest.skip("ragcore._cuda is not built (no CUDA compiler when ragcore was built)")
-    if mod.device_count() == 0:
-        pytest.skip("no CUDA device (ragcore._cuda.device_count() == 0)")
-    return mod
+def cu(cuda_device):
+    """ragcore._cuda with a device (conftest's cuda_device: the tests using it are marked gpu)."""
+    return cuda_device
 
 
 # ------------------------------------------------------------------------------ helpers

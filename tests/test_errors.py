@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ragcore as rc
+from reference import RefBM25, analyze
 
 DOCS = ["alpha beta gamma", "beta gamma", "gamma delta", "alpha alpha epsilon", "zeta"]
 IDS = ["d0", "d1", "d2", "d3", "d4"]
@@ -99,10 +100,16 @@ def test_unknown_method(method):
 
 
 def test_boundary_parameters_are_accepted():
-    for kw in (dict(k1=0.0), dict(b=0.0), dict(b=1.0), dict(delta=0.0), dict(k1=1e6)):
-        rc.BM25(**kw).index(DOCS).search("alpha", k=2)
+    """Accepted, and scored as the pure-Python oracle scores them (k1=0: as its limit k1 -> 0+, which
+    settles bm25+'s 0/0 for absent terms)."""
+    tokens = [analyze(d) for d in DOCS]
     for m in ("robertson", "lucene", "atire", "bm25l", "bm25+"):
-        rc.BM25(method=m)
+        for kw in (dict(k1=0.0), dict(b=0.0), dict(b=1.0), dict(delta=0.0), dict(k1=1e6)):
+            eng = rc.BM25(method=m, **kw).index(DOCS)
+            ref = RefBM25(method=m, **{**kw, **({"k1": 1e-12} if kw.get("k1") == 0 else {})}).index(tokens)
+            for q in QUERIES:
+                np.testing.assert_allclose(eng.get_scores(q), ref.get_scores(analyze(q)), rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{m} {kw} {q!r}")
 
 
 def test_bad_min_token_len():

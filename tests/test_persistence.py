@@ -15,9 +15,7 @@ import pytest
 import ragcore as rc
 from reference import METHODS
 
-pytest.importorskip("Stemmer")
-
-STEM_ANALYZER = dict(stopwords="english", stemmer="english")
+STEM_ANALYZER = dict(stopwords="english", stemmer="english")  # needs PyStemmer: its tests say so
 
 
 def _texts(c):
@@ -64,6 +62,7 @@ def assert_same(a, b, queries, k=7):
 KINDS = list(METHODS) + ["tfidf", "tfidf-sublinear"]
 
 
+@pytest.mark.requires("Stemmer")
 @pytest.mark.parametrize("mmap", [True, False])
 @pytest.mark.parametrize("kind", KINDS)
 def test_round_trip(tmp_path, corpus97, kind, mmap):
@@ -158,6 +157,7 @@ def test_save_over_a_loaded_mmapped_index_keeps_it_valid(tmp_path):
 # ------------------------------------------------------------------------------------- bad indexes
 @pytest.fixture
 def saved(tmp_path, corpus97):
+    pytest.importorskip("Stemmer")
     eng = rc.BM25(method="bm25+", analyzer=rc.Analyzer(**STEM_ANALYZER))
     eng.index(_texts(corpus97), ids=[f"d{i}" for i in range(len(corpus97))])
     path = tmp_path / "idx"

@@ -580,6 +580,7 @@ def test_answer_batch_one_by_one_without_generate_batch(bm25):
         rag.answer_batch(["fine", 3])
 
 
+@pytest.mark.slow
 def test_rag_with_ragcore_generator():
     folder = exported_generator()
     if folder is None:

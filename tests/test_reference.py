@@ -22,7 +22,10 @@ from reference import (
     idf,
 )
 
-bm25s = pytest.importorskip("bm25s")
+
+@pytest.fixture(scope="module")
+def bm25s():
+    return pytest.importorskip("bm25s")
 
 
 def _as_row(ref_scores, matching, k):
@@ -33,7 +36,7 @@ def _as_row(ref_scores, matching, k):
             np.concatenate([ref_scores[top], np.full(pad, -np.inf)]).astype(np.float32))
 
 
-def test_stopwords_are_lucene_33():
+def test_stopwords_are_lucene_33(bm25s):
     from bm25s.stopwords import STOPWORDS_EN as BM25S_EN
 
     assert len(STOPWORDS_EN) == 33
@@ -52,7 +55,7 @@ def test_idf_formulas(n, df):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n_docs", [1, 3, 97, 1000])
 @pytest.mark.parametrize("params", [dict(k1=1.5, b=0.75, delta=0.5), dict(k1=0.9, b=0.4, delta=1.0)])
-def test_ref_bm25_equals_bm25s(method, n_docs, params):
+def test_ref_bm25_equals_bm25s(method, n_docs, params, bm25s):
     c = make_corpus(n_docs, seed=4242 + n_docs)
     ref = RefBM25(method=method, **params).index(c.tokens)
     peer = bm25s.BM25(method=method, **params)
@@ -94,6 +97,7 @@ def test_row_helper_detects_wrong_rankings():
 @pytest.mark.parametrize("sublinear_tf", [False, True])
 @pytest.mark.parametrize("smooth_idf", [True, False])
 @pytest.mark.parametrize("n_docs", [1, 3, 97, 1000])
+@pytest.mark.requires("sklearn")
 def test_ref_tfidf_equals_sklearn(sublinear_tf, smooth_idf, n_docs):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
@@ -109,7 +113,8 @@ def test_ref_tfidf_equals_sklearn(sublinear_tf, smooth_idf, n_docs):
         assert_scores_close(ref.get_scores(q), expected[qi], rtol=1e-9)
 
 
-def test_ref_analyzer_equals_bm25s_tokenize_and_pystemmer():
+@pytest.mark.requires("Stemmer")
+def test_ref_analyzer_equals_bm25s_tokenize_and_pystemmer(bm25s):
     import Stemmer
 
     texts = ["The Quick brown foxes are JUMPING over the lazy dogs; it's 2024 and naïve café-goers run.",
