@@ -44,10 +44,22 @@ _CONTROL, _USER_DEFINED = 3, 4      # tokenizer.ggml.token_type values (llama.cp
 
 
 def open_reader(path: Path):
-    """``gguf.GGUFReader`` of ``path``; ``ValueError`` naming the file when it cannot be parsed."""
+    """``gguf.GGUFReader`` of ``path``; ``ValueError`` naming the file when it cannot be parsed.
+
+    The reader slices its memory map once per value it parses (about 250,000 slices for a 49,152-token
+    vocabulary): slicing a plain ndarray view of the map instead of numpy's memmap subclass, whose
+    slices each run Python code, reads the default model's header 2.7x sooner. The file stays mapped.
+    """
     import gguf
+
+    class Reader(gguf.GGUFReader):
+        def _get(self, *args, **kwargs):
+            if isinstance(self.data, np.memmap):
+                self.data = self.data.view(np.ndarray)
+            return super()._get(*args, **kwargs)
+
     try:
-        return gguf.GGUFReader(str(path))
+        return Reader(str(path))
     except Exception as e:  # gguf raises various types on a corrupt file
         raise ValueError(f"{path}: cannot read the GGUF header ({type(e).__name__}: {e})") from None
 
@@ -140,7 +152,10 @@ def _dequantize(tensor) -> np.ndarray:
     """A tensor as float32 in numpy's order (GGUF lists the dimensions innermost first)."""
     from gguf.quants import dequantize
     shape = tuple(int(n) for n in reversed(tensor.shape))
-    return np.ascontiguousarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(shape)
+    # a plain ndarray view of the memory map: dequantize slices it per block row, and numpy's memmap
+    # subclass makes each slice cost Python calls (half of the reading time of the default model)
+    data = tensor.data.view(np.ndarray) if isinstance(tensor.data, np.memmap) else tensor.data
+    return np.ascontiguousarray(dequantize(data, tensor.tensor_type), dtype=np.float32).reshape(shape)
 
 
 def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
