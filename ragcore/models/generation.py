@@ -190,8 +190,8 @@ class Generator(KVCacheRunner):
         ----------
         path : path, optional
             A folder made by :func:`export_generator`. None: the default model, exported on first use into
-            the cache and reused afterwards (needs ``ragcore[export]`` the first time): float32 for the
-            CPU, float16 when it will run on CUDA.
+            the cache and reused afterwards (the first time needs onnx and gguf, ``ragcore[generate]``;
+            no torch): float32 for the CPU, float16 when it will run on CUDA.
         device : {"auto", "cpu", "cuda"}
             "auto": CUDA for a float16 generator when onnxruntime has its CUDA provider, else the CPU.
             "cuda" needs a float16 export (onnxruntime's CUDA attention kernel is float16/bfloat16 only).
@@ -210,7 +210,8 @@ class Generator(KVCacheRunner):
         ValueError
             Missing, foreign or corrupt folder; ``device="cuda"`` without a CUDA provider.
         ImportError
-            onnxruntime / tokenizers missing (``pip install "ragcore[dense]"``).
+            onnxruntime / tokenizers missing (``pip install "ragcore[generate]"``); for a first-use
+            export of the default model, onnx / gguf too.
         """
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
