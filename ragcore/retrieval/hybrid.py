@@ -377,10 +377,8 @@ class Hybrid:
         [[1, 2, -1]]
         """
         k = _check_int("k", k, 1)
-        if threads is not None:
-            _threads(threads)
+        kw = _part_kwargs(threads, filter)
         depth = max(self.depth, k)
-        kw = {name: v for name, v in (("threads", threads), ("filter", filter)) if v is not None}
         hits = [_as_hits(r.search(queries, k=depth, **kw), i) for i, r in enumerate(self.retrievers)]
         k = max(1, min(k, sum(h.indices.shape[1] for h in hits)))  # no more columns than candidates
         return fuse(hits, k, fusion=self.fusion, weights=self.weights, rrf_k=self.rrf_k,
@@ -395,6 +393,14 @@ class Hybrid:
         extra = f"rrf_k={self.rrf_k:g}" if self.fusion == "rrf" else f"normalization={self.normalization!r}"
         return (f"Hybrid([{parts}], fusion={self.fusion!r}, weights={self.weights.tolist()}, {extra}, "
                 f"depth={self.depth})")
+
+
+def _part_kwargs(threads: Optional[int], filter: Any) -> dict:
+    """The keywords a composite retriever passes to its parts: ``threads`` checked here (before any work),
+    and only those given, so a part whose ``search`` lacks them still plugs in."""
+    if threads is not None:
+        _threads(threads)
+    return {name: v for name, v in (("threads", threads), ("filter", filter)) if v is not None}
 
 
 def _texts(queries: Any, what: str) -> List[str]:
@@ -489,10 +495,8 @@ class DenseRetriever:
         ([[0, 2]], [[2, 1]])
         """
         k = _check_int("k", k, 1)
-        if threads is not None:
-            _threads(threads)
+        kw = _part_kwargs(threads, filter)
         texts = _texts(queries, "queries")
-        kw = {name: v for name, v in (("threads", threads), ("filter", filter)) if v is not None}
         dim = getattr(self.dense_index, "dim", None)
         if texts:
             vecs = _encode(self.encoder, texts, self.batch_size)
